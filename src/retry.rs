@@ -1,0 +1,426 @@
+//! Time: the clock, the run's one deadline, and the retry loop with exponential backoff and jitter.
+//!
+//! Schedule (FACTS §5.4–§5.5): Microsoft recommends exponential backoff with jitter for IMDS
+//! (~0, 2, 6, 14, 30 s, max 60 s); 410 means "available within 70 s", so nothing here gives up on a
+//! transient answer before the deadline does. We wait `BACKOFF_BASE × 2^(n-1)` capped at
+//! `BACKOFF_CAP`, with "equal jitter" (half fixed, half random) so a fleet booting from one image
+//! does not retry in lock-step. A server's `Retry-After` is a floor: we wait at least that long,
+//! plus a random share of it, which spreads a throttled fleet instead of re-synchronising it.
+//!
+//! `ARC_ENROLL_TIME_SCALE` (tests only) runs the clock faster: with `100`, a logged 8 s wait sleeps
+//! 80 ms and the 15 min deadline passes in 9 s of real time. Every decision sees the scaled
+//! ("virtual") time, so logs and policies read exactly as in production.
+
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use crate::error::Error;
+
+pub const BACKOFF_BASE: Duration = Duration::from_secs(1);
+pub const BACKOFF_CAP: Duration = Duration::from_secs(30);
+/// How often a sleep wakes to see whether SIGTERM/SIGINT arrived (real time).
+const SLEEP_SLICE: Duration = Duration::from_millis(50);
+
+/// The environment variable that speeds the clock up, for tests.
+pub const TIME_SCALE_ENV: &str = "ARC_ENROLL_TIME_SCALE";
+
+/// Monotonic clock in virtual time, and the sleeper. Cheap to copy.
+#[derive(Clone, Copy, Debug)]
+pub struct Clock {
+    start: Instant,
+    start_unix: Duration,
+    scale: f64,
+}
+
+impl Clock {
+    /// The real clock, sped up by `ARC_ENROLL_TIME_SCALE` when that is set (tests).
+    pub fn from_env() -> Result<Clock, Error> {
+        let scale = match std::env::var(TIME_SCALE_ENV) {
+            Ok(v) => match v.trim().parse::<f64>() {
+                Ok(s) if s.is_finite() && s >= 1.0 => s,
+                _ => {
+                    return Err(Error::invalid(
+                        TIME_SCALE_ENV,
+                        v,
+                        format!("environment {TIME_SCALE_ENV}"),
+                        "must be a number >= 1 (tests only)",
+                    ))
+                }
+            },
+            Err(_) => 1.0,
+        };
+        Ok(Clock::with_scale(scale))
+    }
+
+    pub fn with_scale(scale: f64) -> Clock {
+        Clock {
+            start: Instant::now(),
+            start_unix: SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .unwrap_or_default(),
+            scale,
+        }
+    }
+
+    /// Virtual time since the clock started.
+    pub fn elapsed(&self) -> Duration {
+        self.start.elapsed().mul_f64(self.scale)
+    }
+
+    /// Unix time now, in seconds, on the same (possibly sped-up) time line.
+    pub fn unix_now(&self) -> u64 {
+        (self.start_unix + self.elapsed()).as_secs()
+    }
+
+    /// Real duration that corresponds to a virtual one (for socket time-outs).
+    pub fn real(&self, virtual_duration: Duration) -> Duration {
+        virtual_duration.div_f64(self.scale)
+    }
+
+    /// Sleep for a virtual duration; wakes early and returns `Interrupted` on SIGTERM/SIGINT.
+    pub fn sleep(&self, d: Duration) -> Result<(), Error> {
+        let until = Instant::now() + self.real(d);
+        loop {
+            crate::signals::check()?;
+            let now = Instant::now();
+            if now >= until {
+                return Ok(());
+            }
+            std::thread::sleep((until - now).min(SLEEP_SLICE));
+        }
+    }
+}
+
+/// The run's one deadline (`--timeout`). Every wait is bounded by it.
+#[derive(Clone, Copy, Debug)]
+pub struct Deadline {
+    pub clock: Clock,
+    pub timeout: Duration,
+}
+
+impl Deadline {
+    pub fn new(clock: Clock, timeout: Duration) -> Deadline {
+        Deadline { clock, timeout }
+    }
+
+    pub fn remaining(&self) -> Duration {
+        self.timeout.saturating_sub(self.clock.elapsed())
+    }
+
+    pub fn expired(&self) -> bool {
+        self.remaining().is_zero()
+    }
+
+    /// A per-request time-out: `cap`, or less when the deadline is closer (virtual time).
+    pub fn bounded(&self, cap: Duration) -> Duration {
+        cap.min(self.remaining()).max(Duration::from_millis(1))
+    }
+}
+
+/// What one attempt of a retried operation came to.
+#[derive(Debug)]
+pub enum Attempt<T> {
+    Done(T),
+    /// A transient failure: `reason` is logged; `retry_after` is the server's floor, if it gave one.
+    Retry {
+        reason: String,
+        retry_after: Option<Duration>,
+    },
+    /// A permanent failure: stop now.
+    Fail(Error),
+}
+
+/// Exponential backoff with equal jitter: half of the step is fixed, half random.
+#[derive(Clone, Debug)]
+pub struct Backoff {
+    pub base: Duration,
+    pub cap: Duration,
+    rng: u64,
+}
+
+impl Backoff {
+    pub fn new(base: Duration, cap: Duration) -> Backoff {
+        Backoff {
+            base,
+            cap,
+            rng: seed(),
+        }
+    }
+
+    /// A backoff with a fixed seed, for tests.
+    pub fn seeded(base: Duration, cap: Duration, seed: u64) -> Backoff {
+        Backoff {
+            base,
+            cap,
+            rng: seed | 1,
+        }
+    }
+
+    /// Uniform in [0, 1).
+    fn unit(&mut self) -> f64 {
+        // xorshift64*: plenty for spreading retries; not for anything secret.
+        self.rng ^= self.rng >> 12;
+        self.rng ^= self.rng << 25;
+        self.rng ^= self.rng >> 27;
+        let x = self.rng.wrapping_mul(0x2545_F491_4F6C_DD1D);
+        (x >> 11) as f64 / (1u64 << 53) as f64
+    }
+
+    /// The wait before attempt `attempt + 1`, after `attempt` (1-based) failed.
+    pub fn delay(&mut self, attempt: u32, retry_after: Option<Duration>) -> Duration {
+        let exp = self
+            .base
+            .saturating_mul(1u32 << attempt.saturating_sub(1).min(16))
+            .min(self.cap);
+        let jittered = exp / 2 + exp.mul_f64(self.unit() / 2.0);
+        match retry_after {
+            // The server's floor, plus up to as much again (and at least the backoff's own jitter),
+            // so a throttled fleet spreads out over the next windows instead of all coming back at once.
+            Some(ra) => ra + ra.max(exp / 2).mul_f64(self.unit()),
+            None => jittered,
+        }
+    }
+}
+
+fn seed() -> u64 {
+    let nanos = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_nanos() as u64)
+        .unwrap_or(0);
+    (nanos ^ (u64::from(std::process::id()) << 32)).wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1
+}
+
+/// Run `op` until it is done, fails permanently, or the deadline leaves no time for another try.
+/// Every wait is logged: what came back, attempt n, how long we wait, how long until the deadline.
+/// `on_deadline` turns the last transient reason into the error to return.
+pub fn retry<T>(
+    what: &str,
+    deadline: &Deadline,
+    backoff: &mut Backoff,
+    mut op: impl FnMut(u32) -> Attempt<T>,
+    on_deadline: impl FnOnce(String) -> Error,
+) -> Result<T, Error> {
+    let mut attempt = 1;
+    loop {
+        crate::signals::check()?;
+        match op(attempt) {
+            Attempt::Done(v) => return Ok(v),
+            Attempt::Fail(e) => return Err(e),
+            Attempt::Retry {
+                reason,
+                retry_after,
+            } => {
+                let wait = backoff.delay(attempt, retry_after);
+                let remaining = deadline.remaining();
+                if wait >= remaining {
+                    log::warn!(
+                        "{what} attempt {attempt}: {reason}; no time left for another try (deadline in {})",
+                        human(remaining)
+                    );
+                    return Err(on_deadline(reason));
+                }
+                let why = match retry_after {
+                    Some(ra) => format!(" (server asked for Retry-After {})", human(ra)),
+                    None => String::new(),
+                };
+                log::warn!(
+                    "{what} attempt {attempt}: {reason}; retrying in {}{why} (deadline in {})",
+                    human(wait),
+                    human(remaining)
+                );
+                deadline.clock.sleep(wait)?;
+                attempt += 1;
+            }
+        }
+    }
+}
+
+/// Parse a `Retry-After` header: delta-seconds only (IMDS and ARM send seconds).
+pub fn parse_retry_after(value: &str) -> Option<Duration> {
+    let secs: f64 = value.trim().parse().ok()?;
+    (secs.is_finite() && secs >= 0.0 && secs <= 3600.0).then(|| Duration::from_secs_f64(secs))
+}
+
+/// Parse a duration setting: `90`, `90s`, `15m`, `1h30m`, `500ms`.
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    let s = s.trim();
+    if s.is_empty() {
+        return Err("empty duration; use e.g. 90s, 15m or 1h".into());
+    }
+    if let Ok(secs) = s.parse::<u64>() {
+        return Ok(Duration::from_secs(secs));
+    }
+    let mut total = Duration::ZERO;
+    let mut rest = s;
+    while !rest.is_empty() {
+        let digits = rest
+            .find(|c: char| !c.is_ascii_digit())
+            .ok_or_else(|| format!("{s:?} has a number without a unit; use s, m or h"))?;
+        if digits == 0 {
+            return Err(format!("{s:?} is not a duration; use e.g. 90s, 15m or 1h"));
+        }
+        let n: u64 = rest[..digits]
+            .parse()
+            .map_err(|_| format!("{s:?} has a number that is too large"))?;
+        rest = &rest[digits..];
+        let unit_len = rest
+            .find(|c: char| c.is_ascii_digit())
+            .unwrap_or(rest.len());
+        let unit = match &rest[..unit_len] {
+            "ms" => Duration::from_millis(n),
+            "s" => Duration::from_secs(n),
+            "m" => Duration::from_secs(n.saturating_mul(60)),
+            "h" => Duration::from_secs(n.saturating_mul(3600)),
+            other => {
+                return Err(format!(
+                    "{s:?} has unknown unit {other:?}; use ms, s, m or h"
+                ))
+            }
+        };
+        total = total.saturating_add(unit);
+        rest = &rest[unit_len..];
+    }
+    Ok(total)
+}
+
+/// `4.2s`, `13m52s`, `1h02m`: short and unambiguous for log lines.
+pub fn human(d: Duration) -> String {
+    let secs = d.as_secs_f64();
+    if secs < 60.0 {
+        format!("{secs:.1}s")
+    } else if secs < 3600.0 {
+        let s = d.as_secs();
+        format!("{}m{:02}s", s / 60, s % 60)
+    } else {
+        let s = d.as_secs();
+        format!("{}h{:02}m", s / 3600, (s % 3600) / 60)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_doubles_up_to_the_cap_with_jitter_inside_half_to_full_step() {
+        let mut b = Backoff::seeded(Duration::from_secs(1), Duration::from_secs(30), 7);
+        for (attempt, step) in [
+            (1, 1.0),
+            (2, 2.0),
+            (3, 4.0),
+            (4, 8.0),
+            (5, 16.0),
+            (6, 30.0),
+            (20, 30.0),
+        ] {
+            for _ in 0..50 {
+                let d = b.delay(attempt, None).as_secs_f64();
+                assert!(
+                    d >= step / 2.0 && d <= step,
+                    "attempt {attempt}: {d} not in [{}, {step}]",
+                    step / 2.0
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn retry_after_is_a_floor_and_is_spread() {
+        let mut b = Backoff::seeded(Duration::from_secs(1), Duration::from_secs(30), 3);
+        let waits: Vec<f64> = (0..200)
+            .map(|_| b.delay(1, Some(Duration::from_secs(2))).as_secs_f64())
+            .collect();
+        assert!(waits.iter().all(|w| (2.0..=4.0).contains(w)), "{waits:?}");
+        let spread = waits.iter().cloned().fold(f64::MIN, f64::max)
+            - waits.iter().cloned().fold(f64::MAX, f64::min);
+        assert!(spread > 1.0, "jitter must spread retries, spread {spread}");
+    }
+
+    #[test]
+    fn parses_durations() {
+        let ok = [
+            ("90", 90),
+            ("90s", 90),
+            ("15m", 900),
+            ("1h30m", 5400),
+            ("2h", 7200),
+        ];
+        for (s, secs) in ok {
+            assert_eq!(parse_duration(s), Ok(Duration::from_secs(secs)), "{s}");
+        }
+        assert_eq!(parse_duration("500ms"), Ok(Duration::from_millis(500)));
+        for bad in ["", "m", "15x", "-5s", "1.5m", "abc", "5 m"] {
+            assert!(parse_duration(bad).is_err(), "{bad:?} should be rejected");
+        }
+    }
+
+    #[test]
+    fn parses_retry_after_seconds_only() {
+        assert_eq!(parse_retry_after("1"), Some(Duration::from_secs(1)));
+        assert_eq!(
+            parse_retry_after(" 2.5 "),
+            Some(Duration::from_millis(2500))
+        );
+        assert_eq!(parse_retry_after("Wed, 21 Oct 2015 07:28:00 GMT"), None);
+        assert_eq!(parse_retry_after("-1"), None);
+        assert_eq!(parse_retry_after("99999"), None);
+    }
+
+    #[test]
+    fn human_durations_read_well() {
+        assert_eq!(human(Duration::from_millis(4200)), "4.2s");
+        assert_eq!(human(Duration::from_secs(832)), "13m52s");
+        assert_eq!(human(Duration::from_secs(3720)), "1h02m");
+    }
+
+    #[test]
+    fn retry_stops_when_the_wait_would_pass_the_deadline() {
+        let clock = Clock::with_scale(1000.0);
+        let deadline = Deadline::new(clock, Duration::from_secs(20));
+        let mut b = Backoff::seeded(Duration::from_secs(1), Duration::from_secs(30), 9);
+        let mut calls = 0;
+        let r: Result<(), Error> = retry(
+            "test",
+            &deadline,
+            &mut b,
+            |_| {
+                calls += 1;
+                Attempt::Retry {
+                    reason: "HTTP 503".into(),
+                    retry_after: None,
+                }
+            },
+            |last| Error::Deadline {
+                timeout: deadline.timeout,
+                waiting_for: "test".into(),
+                last,
+            },
+        );
+        assert!(matches!(r, Err(Error::Deadline { .. })), "{r:?}");
+        assert!((3..=8).contains(&calls), "calls {calls}");
+        assert!(
+            clock.elapsed() <= Duration::from_secs(21),
+            "{:?}",
+            clock.elapsed()
+        );
+    }
+
+    #[test]
+    fn retry_returns_permanent_failures_at_once() {
+        let clock = Clock::with_scale(1000.0);
+        let deadline = Deadline::new(clock, Duration::from_secs(20));
+        let mut b = Backoff::seeded(Duration::from_secs(1), Duration::from_secs(30), 9);
+        let mut calls = 0;
+        let r: Result<(), Error> = retry(
+            "test",
+            &deadline,
+            &mut b,
+            |_| {
+                calls += 1;
+                Attempt::Fail(Error::Internal("x".into()))
+            },
+            |_| unreachable!(),
+        );
+        assert!(matches!(r, Err(Error::Internal(_))));
+        assert_eq!(calls, 1);
+    }
+}
