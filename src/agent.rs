@@ -1,1 +1,831 @@
-//! (in progress)
+//! The Azure Connected Machine agent (`azcmagent`): finding it, building its arguments (pure),
+//! running it with a bounded wait, and classifying its exit codes (FACTS §1–§2).
+//!
+//! The token reaches the agent through `--config FILE` (key `access-token`, FACTS §1.3), a 0600
+//! file in a 0700 directory that is removed when the attempt ends, so the token is never in the
+//! process table. The agent's output is passed into our log line by line (secrets scrubbed).
+
+use std::collections::BTreeMap;
+use std::io::{BufRead, BufReader, Read};
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+use std::os::unix::process::{CommandExt, ExitStatusExt};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+use crate::error::Error;
+use crate::proxy::{agent_no_proxy, ProxyConfig, Route};
+use crate::retry::{human, Deadline};
+use crate::signals;
+use crate::token::AccessToken;
+
+pub const DEFAULT_AGENT_PATH: &str = "/opt/azcmagent/bin/azcmagent";
+/// One `azcmagent connect`: "This might take a few minutes" (FACTS §1.6).
+pub const AGENT_ATTEMPT_TIMEOUT: Duration = Duration::from_secs(10 * 60);
+/// `show`, `version`, `config`, `disconnect --force-local-only`: local operations.
+pub const AGENT_QUICK_TIMEOUT: Duration = Duration::from_secs(60);
+/// After SIGTERM, how long the agent gets before SIGKILL.
+const AGENT_STOP_GRACE: Duration = Duration::from_secs(5);
+/// How many of the agent's last output lines are kept for error messages.
+const TAIL_LINES: usize = 15;
+/// Longer agent output lines are cut in our log.
+const MAX_LINE_CHARS: usize = 400;
+
+/// Where the agent is: an explicit path, else `azcmagent` on PATH, else the package's path.
+pub fn locate(explicit: Option<&str>) -> Option<PathBuf> {
+    if let Some(p) = explicit {
+        return Some(PathBuf::from(p));
+    }
+    if let Some(path) = std::env::var_os("PATH") {
+        for dir in std::env::split_paths(&path) {
+            let cand = dir.join("azcmagent");
+            if is_executable(&cand) {
+                return Some(cand);
+            }
+        }
+    }
+    let p = PathBuf::from(DEFAULT_AGENT_PATH);
+    is_executable(&p).then_some(p)
+}
+
+pub fn is_executable(p: &Path) -> bool {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::metadata(p)
+        .map(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+        .unwrap_or(false)
+}
+
+/// What to connect as: the settings after derivation.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Target {
+    pub subscription_id: String,
+    pub resource_group: String,
+    pub tenant_id: String,
+    pub location: String,
+    pub resource_name: String,
+    pub cloud: String,
+    pub tags: BTreeMap<String, String>,
+    pub private_link_scope: Option<String>,
+    pub correlation_id: Option<String>,
+    pub gateway_id: Option<String>,
+    pub enable_automatic_upgrade: bool,
+}
+
+impl Target {
+    pub fn resource_id(&self) -> String {
+        format!(
+            "/subscriptions/{}/resourceGroups/{}/providers/Microsoft.HybridCompute/machines/{}",
+            self.subscription_id, self.resource_group, self.resource_name
+        )
+    }
+}
+
+/// How the token is passed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TokenMode {
+    ConfigFile,
+    CommandLine,
+}
+
+/// `azcmagent connect` arguments (flag names exactly as FACTS §1.2), without the token.
+pub fn connect_args(t: &Target) -> Vec<String> {
+    let mut a: Vec<String> = vec!["connect".into()];
+    let mut push = |k: &str, v: &str| {
+        a.push(k.to_string());
+        a.push(v.to_string());
+    };
+    push("--subscription-id", &t.subscription_id);
+    push("--resource-group", &t.resource_group);
+    push("--tenant-id", &t.tenant_id);
+    push("--location", &t.location);
+    push("--resource-name", &t.resource_name);
+    push("--cloud", &t.cloud);
+    if !t.tags.is_empty() {
+        push("--tags", &tags_arg(&t.tags));
+    }
+    if let Some(v) = &t.private_link_scope {
+        push("--private-link-scope", v);
+    }
+    if let Some(v) = &t.correlation_id {
+        push("--correlation-id", v);
+    }
+    if let Some(v) = &t.gateway_id {
+        push("--gateway-id", v);
+    }
+    if t.enable_automatic_upgrade {
+        a.push("--enable-automatic-upgrade".into());
+    }
+    a
+}
+
+/// `K=V,K2='v w'`: values with spaces, commas or quotes are single-quoted (FACTS §1.2).
+pub fn tags_arg(tags: &BTreeMap<String, String>) -> String {
+    let q = |s: &str| {
+        if s.contains([' ', ',', '=', '"']) {
+            format!("'{s}'")
+        } else {
+            s.to_string()
+        }
+    };
+    tags.iter()
+        .map(|(k, v)| format!("{}={}", q(k), q(v)))
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+/// What an agent exit code means for us (FACTS §1.5).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum AgentClass {
+    Success,
+    /// The token was refused or expired: get a fresh one and try again.
+    RetryFreshToken,
+    /// Roles still propagating (or missing): fresh token, retry until the deadline, then exit 4.
+    Permission,
+    /// Resource providers not registered: retry until the deadline, then exit 4.
+    Providers,
+    /// Transient (network, agent services starting): retry.
+    Retry,
+    /// Failed after possibly creating partial state: clean locally, then retry.
+    RetryAfterCleanup,
+    AlreadyConnected,
+    NameConflict,
+    Permanent,
+}
+
+/// Classify an agent exit (code, or None when killed by a signal) with its output.
+pub fn classify(code: Option<i32>, output: &str) -> AgentClass {
+    let out = output.to_ascii_lowercase();
+    match code {
+        None => AgentClass::Retry,
+        Some(0) => AgentClass::Success,
+        Some(12) | Some(41) => AgentClass::RetryFreshToken,
+        Some(42) => {
+            if out.contains("isn't registered to use namespace")
+                || out.contains("is not registered to use namespace")
+                || out.contains("missingsubscriptionregistration")
+            {
+                AgentClass::Providers
+            } else if out.contains("reservedresourcename")
+                || out.contains("invalidresourcename")
+                || out.contains("httpstatuscode:400")
+            {
+                AgentClass::Permanent
+            } else {
+                // "Exit 42 is usually RBAC still propagating" (FACTS §1.5).
+                AgentClass::Permission
+            }
+        }
+        Some(44) => AgentClass::NameConflict,
+        Some(67) => AgentClass::AlreadyConnected,
+        Some(62) | Some(81) => AgentClass::RetryAfterCleanup,
+        Some(1) | Some(2) | Some(4) | Some(6) | Some(26) | Some(45) | Some(61) | Some(64)
+        | Some(65) | Some(66) | Some(70) | Some(75) | Some(82) | Some(83) | Some(105) => {
+            AgentClass::Retry
+        }
+        Some(_) => AgentClass::Permanent,
+    }
+}
+
+/// What the agent printed for a code, for messages: `AZCM0042`.
+pub fn azcm(code: i32) -> String {
+    format!("AZCM{code:04}")
+}
+
+/// How one agent run ended.
+#[derive(Debug, Clone)]
+pub struct Outcome {
+    /// Exit code; None when killed by a signal.
+    pub code: Option<i32>,
+    pub signal: Option<i32>,
+    /// The last lines of its output (stdout and stderr), secrets scrubbed.
+    pub tail: Vec<String>,
+    pub elapsed: Duration,
+}
+
+impl Outcome {
+    pub fn describe(&self) -> String {
+        match (self.code, self.signal) {
+            (Some(c), _) => format!("exit {c} ({})", azcm(c)),
+            (None, Some(s)) => format!("killed by signal {s}"),
+            _ => "ended".into(),
+        }
+    }
+
+    pub fn tail_text(&self) -> String {
+        self.tail.join("\n")
+    }
+}
+
+/// The agent and the environment it runs with.
+pub struct Agent {
+    pub path: PathBuf,
+    env: Vec<(String, String)>,
+    /// Strings never to be logged (proxy passwords, the token of the current attempt).
+    redact: Vec<String>,
+}
+
+impl Agent {
+    /// The agent's environment: NO_PROXY extended with IMDS and loopback (so its local service
+    /// calls stay local, CONTRACT §3), and the proxy for Azure when one applies.
+    pub fn new(path: PathBuf, proxy: &ProxyConfig, arm_endpoint: &str) -> Agent {
+        let no_proxy = agent_no_proxy(proxy.no_proxy.as_ref().map(|(v, _)| v.as_str()));
+        let mut env = vec![
+            ("NO_PROXY".to_string(), no_proxy.clone()),
+            ("no_proxy".to_string(), no_proxy),
+        ];
+        let mut redact = Vec::new();
+        if let Route::Via { proxy: p, .. } = proxy.route(arm_endpoint) {
+            let url = p.with_credentials();
+            env.push(("HTTPS_PROXY".into(), url.clone()));
+            env.push(("https_proxy".into(), url));
+            if let Some(pw) = p.password().filter(|s| !s.is_empty()) {
+                redact.push(pw.to_string());
+            }
+        }
+        Agent { path, env, redact }
+    }
+
+    pub fn env(&self) -> &[(String, String)] {
+        &self.env
+    }
+
+    /// Run the agent with `args`, waiting at most `cap` (and never past the deadline). On SIGTERM/
+    /// SIGINT the agent's process group is stopped and `Interrupted` returned.
+    pub fn run(&self, args: &[String], deadline: &Deadline, cap: Duration, extra_redact: &[&str]) -> Result<Outcome, Error> {
+        let shown: Vec<String> = args
+            .iter()
+            .map(|a| self.scrub(a, extra_redact))
+            .collect();
+        log::info!("running {} {}", self.path.display(), shown.join(" "));
+        let started = Instant::now();
+        let mut child = Command::new(&self.path)
+            .args(args)
+            .envs(self.env.iter().map(|(k, v)| (k, v)))
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .process_group(0)
+            .spawn()
+            .map_err(|e| Error::Agent {
+                detail: format!("cannot start {}: {e}", self.path.display()),
+                advice: "check --azcmagent (or install the agent: --install-agent)".into(),
+            })?;
+        let tail = Arc::new(Mutex::new(Vec::<String>::new()));
+        let mut redact: Vec<String> = self.redact.clone();
+        redact.extend(extra_redact.iter().filter(|s| !s.is_empty()).map(|s| s.to_string()));
+        let readers: Vec<_> = [
+            child.stdout.take().map(|s| Box::new(s) as Box<dyn Read + Send>),
+            child.stderr.take().map(|s| Box::new(s) as Box<dyn Read + Send>),
+        ]
+        .into_iter()
+        .flatten()
+        .map(|stream| {
+            let tail = tail.clone();
+            let redact = redact.clone();
+            std::thread::spawn(move || pump(stream, &tail, &redact))
+        })
+        .collect();
+
+        let limit = deadline.clock.real(deadline.bounded(cap));
+        let pid = child.id();
+        let status = loop {
+            if let Some(st) = child.try_wait().map_err(|e| Error::Internal(format!("waiting for the agent: {e}")))? {
+                break st;
+            }
+            if let Some(sig) = signals::received() {
+                log::warn!("{sig} received: stopping the agent (pid {pid})");
+                stop(&mut child, pid);
+                return Err(Error::Interrupted { signal: sig });
+            }
+            if started.elapsed() >= limit {
+                log::warn!(
+                    "the agent did not finish within {}; stopping it (pid {pid})",
+                    human(deadline.clock.elapsed().min(deadline.timeout).max(Duration::ZERO).min(cap))
+                );
+                stop(&mut child, pid);
+                let last = tail.lock().map(|t| t.join(" | ")).unwrap_or_default();
+                return Err(Error::Deadline {
+                    timeout: deadline.timeout,
+                    waiting_for: format!("waiting for `azcmagent {}`", args.first().map(String::as_str).unwrap_or("")),
+                    last: if last.is_empty() { "no output".into() } else { last },
+                });
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        };
+        for r in readers {
+            let _ = r.join();
+        }
+        let tail = tail.lock().map(|t| t.clone()).unwrap_or_default();
+        Ok(Outcome {
+            code: status.code(),
+            signal: status.signal(),
+            tail,
+            elapsed: started.elapsed(),
+        })
+    }
+
+    fn scrub(&self, s: &str, extra: &[&str]) -> String {
+        let mut s = s.to_string();
+        for r in self.redact.iter().map(String::as_str).chain(extra.iter().copied()) {
+            if !r.is_empty() {
+                s = s.replace(r, "***");
+            }
+        }
+        s
+    }
+
+    /// `azcmagent connect` with a token. The token file (if used) is removed before returning.
+    pub fn connect(
+        &self,
+        target: &Target,
+        token: &AccessToken,
+        mode: TokenMode,
+        deadline: &Deadline,
+    ) -> Result<Outcome, Error> {
+        let mut args = connect_args(target);
+        self.with_token(&mut args, token, mode, |args| {
+            self.run(args, deadline, AGENT_ATTEMPT_TIMEOUT, &[token.expose()])
+        })
+    }
+
+    /// `azcmagent disconnect`: `--force-local-only`, or with a token (deletes the Azure resource).
+    pub fn disconnect(
+        &self,
+        token: Option<(&AccessToken, TokenMode)>,
+        deadline: &Deadline,
+    ) -> Result<Outcome, Error> {
+        match token {
+            None => self.run(
+                &["disconnect".into(), "--force-local-only".into()],
+                deadline,
+                AGENT_QUICK_TIMEOUT,
+                &[],
+            ),
+            Some((t, mode)) => {
+                let mut args = vec!["disconnect".to_string()];
+                self.with_token(&mut args, t, mode, |args| {
+                    self.run(args, deadline, AGENT_ATTEMPT_TIMEOUT, &[t.expose()])
+                })
+            }
+        }
+    }
+
+    fn with_token<T>(
+        &self,
+        args: &mut Vec<String>,
+        token: &AccessToken,
+        mode: TokenMode,
+        f: impl FnOnce(&[String]) -> Result<T, Error>,
+    ) -> Result<T, Error> {
+        match mode {
+            TokenMode::CommandLine => {
+                args.push("--access-token".into());
+                args.push(token.expose().to_string());
+                f(args)
+            }
+            TokenMode::ConfigFile => {
+                let file = TokenFile::write(token)?;
+                args.push("--config".into());
+                args.push(file.path().display().to_string());
+                f(args)
+                // `file` is dropped here: the directory and the token are removed.
+            }
+        }
+    }
+
+    /// `azcmagent show -j`, parsed. Keys are read case-insensitively.
+    pub fn show(&self, deadline: &Deadline) -> Result<Show, Error> {
+        let out = self.run_quiet(&["show", "-j"], deadline)?;
+        if out.0 != Some(0) {
+            return Err(Error::Agent {
+                detail: format!("`azcmagent show -j` failed (exit {:?}): {}", out.0, last_line(&out.1)),
+                advice: "check the agent's services (himdsd) and /var/opt/azcmagent/log/azcmagent.log".into(),
+            });
+        }
+        Show::parse(&out.1).map_err(|e| Error::Agent {
+            detail: format!("cannot read `azcmagent show -j` output: {e}"),
+            advice: "this agent version may print another format; please report it".into(),
+        })
+    }
+
+    /// The agent's version (`azcmagent version`), e.g. `1.61.03319.2737`.
+    pub fn version(&self, deadline: &Deadline) -> Option<String> {
+        let (code, out) = self.run_quiet(&["version"], deadline).ok()?;
+        if code != Some(0) {
+            return None;
+        }
+        parse_version(&out)
+    }
+
+    /// `azcmagent config get PROP -j`: the value as JSON (string or list); Err with the agent's words.
+    pub fn config_get(&self, prop: &str, deadline: &Deadline) -> Result<Value, String> {
+        let (code, out) = self
+            .run_quiet(&["config", "get", prop, "-j"], deadline)
+            .map_err(|e| e.to_string())?;
+        if code != Some(0) {
+            return Err(last_line(&out));
+        }
+        Ok(parse_config_value(&out, prop))
+    }
+
+    /// `azcmagent config set PROP VALUE`.
+    pub fn config_set(&self, prop: &str, value: &str, deadline: &Deadline) -> Result<(), String> {
+        let shown = self.scrub(value, &[]);
+        log::info!("running {} config set {prop} {shown}", self.path.display());
+        let (code, out) = self
+            .run_quiet(&["config", "set", prop, value], deadline)
+            .map_err(|e| e.to_string())?;
+        if code != Some(0) {
+            return Err(last_line(&out));
+        }
+        Ok(())
+    }
+
+    /// Run a quick, local command; its output is captured, not logged line by line.
+    fn run_quiet(&self, args: &[&str], deadline: &Deadline) -> Result<(Option<i32>, String), Error> {
+        let mut child = Command::new(&self.path)
+            .args(args)
+            .envs(self.env.iter().map(|(k, v)| (k, v)))
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .process_group(0)
+            .spawn()
+            .map_err(|e| Error::Agent {
+                detail: format!("cannot start {}: {e}", self.path.display()),
+                advice: "check --azcmagent (or install the agent: --install-agent)".into(),
+            })?;
+        let mut stdout = child.stdout.take();
+        let mut stderr = child.stderr.take();
+        let t_out = std::thread::spawn(move || read_capped(stdout.as_mut()));
+        let t_err = std::thread::spawn(move || read_capped(stderr.as_mut()));
+        let started = Instant::now();
+        let limit = deadline.clock.real(deadline.bounded(AGENT_QUICK_TIMEOUT));
+        let pid = child.id();
+        let status = loop {
+            if let Some(st) = child.try_wait().map_err(|e| Error::Internal(format!("waiting for the agent: {e}")))? {
+                break st;
+            }
+            if let Some(sig) = signals::received() {
+                stop(&mut child, pid);
+                return Err(Error::Interrupted { signal: sig });
+            }
+            if started.elapsed() >= limit {
+                stop(&mut child, pid);
+                return Err(Error::Deadline {
+                    timeout: deadline.timeout,
+                    waiting_for: format!("waiting for `azcmagent {}`", args.join(" ")),
+                    last: "no answer".into(),
+                });
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        };
+        let mut out = t_out.join().unwrap_or_default();
+        out.push_str(&t_err.join().unwrap_or_default());
+        Ok((status.code(), self.scrub(&out, &[])))
+    }
+}
+
+fn read_capped<R: Read>(r: Option<&mut R>) -> String {
+    let mut buf = Vec::new();
+    if let Some(r) = r {
+        let _ = r.take(1 << 20).read_to_end(&mut buf);
+        // Drain the rest so the child never blocks on a full pipe.
+        let _ = std::io::copy(r, &mut std::io::sink());
+    }
+    String::from_utf8_lossy(&buf).into_owned()
+}
+
+fn last_line(s: &str) -> String {
+    s.lines().rev().find(|l| !l.trim().is_empty()).unwrap_or("no output").trim().to_string()
+}
+
+/// Log each output line as `azcmagent: ...` and keep the last few for error messages.
+fn pump(stream: Box<dyn Read + Send>, tail: &Mutex<Vec<String>>, redact: &[String]) {
+    let mut reader = BufReader::new(stream);
+    let mut buf = Vec::new();
+    loop {
+        buf.clear();
+        match reader.read_until(b'\n', &mut buf) {
+            Ok(0) | Err(_) => break,
+            Ok(_) => {}
+        }
+        let mut line = String::from_utf8_lossy(&buf).trim_end().to_string();
+        // Progress bars redraw with \r; keep the last state.
+        if let Some(i) = line.rfind('\r') {
+            line = line[i + 1..].to_string();
+        }
+        for r in redact {
+            line = line.replace(r.as_str(), "***");
+        }
+        if line.trim().is_empty() {
+            continue;
+        }
+        if line.chars().count() > MAX_LINE_CHARS {
+            line = format!("{}… (cut)", line.chars().take(MAX_LINE_CHARS).collect::<String>());
+        }
+        log::info!("azcmagent: {}", line.trim_start());
+        if let Ok(mut t) = tail.lock() {
+            t.push(line.trim().to_string());
+            if t.len() > TAIL_LINES {
+                t.remove(0);
+            }
+        }
+    }
+}
+
+/// SIGTERM the agent's process group, then SIGKILL after the grace period.
+fn stop(child: &mut std::process::Child, pid: u32) {
+    signals::kill_group(pid, signals::SIGTERM);
+    let until = Instant::now() + AGENT_STOP_GRACE;
+    while Instant::now() < until {
+        if let Ok(Some(_)) = child.try_wait() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    signals::kill_group(pid, signals::SIGKILL);
+    let _ = child.wait();
+}
+
+/// The token file for one agent run: 0600 in a fresh 0700 directory; both removed on drop.
+pub struct TokenFile {
+    dir: PathBuf,
+    path: PathBuf,
+}
+
+impl TokenFile {
+    pub fn write(token: &AccessToken) -> Result<TokenFile, Error> {
+        let base = ["/run", "/dev/shm"]
+            .iter()
+            .map(PathBuf::from)
+            .find(|p| writable_dir(p))
+            .unwrap_or_else(std::env::temp_dir);
+        let dir = base.join(format!("arc-enroll-{}-{}", std::process::id(), nonce()));
+        std::fs::DirBuilder::new()
+            .mode(0o700)
+            .create(&dir)
+            .map_err(|e| Error::io("cannot create the private directory for the token file", &dir, e))?;
+        let path = dir.join("connect.json");
+        let file = TokenFile { dir, path };
+        let body = serde_json::json!({ "access-token": token.expose() }).to_string();
+        let mut f = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(&file.path)
+            .map_err(|e| Error::io("cannot create the token file", &file.path, e))?;
+        std::io::Write::write_all(&mut f, body.as_bytes())
+            .map_err(|e| Error::io("cannot write the token file", &file.path, e))?;
+        Ok(file)
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+}
+
+impl Drop for TokenFile {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.path);
+        let _ = std::fs::remove_dir(&self.dir);
+    }
+}
+
+fn writable_dir(p: &Path) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::metadata(p)
+        .map(|m| m.is_dir() && (m.uid() == current_uid() || m.mode() & 0o002 != 0))
+        .unwrap_or(false)
+}
+
+fn current_uid() -> u32 {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::metadata("/proc/self").map(|m| m.uid()).unwrap_or(u32::MAX)
+}
+
+fn nonce() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos() as u64)
+        .unwrap_or(0)
+        .wrapping_mul(0x9E37_79B9_7F4A_7C15)
+}
+
+/// What `azcmagent show -j` says.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Show {
+    pub status: String,
+    pub resource_name: String,
+    pub resource_id: String,
+    pub resource_group: String,
+    pub subscription_id: String,
+    pub tenant_id: String,
+    pub location: String,
+    pub vm_uuid: String,
+    pub vm_id: String,
+    pub agent_version: String,
+    pub last_heartbeat: String,
+    pub cloud: String,
+}
+
+impl Show {
+    pub fn parse(json: &str) -> Result<Show, String> {
+        let start = json.find('{').ok_or("no JSON object in the output")?;
+        let v: Value = serde_json::Deserializer::from_str(&json[start..])
+            .into_iter::<Value>()
+            .next()
+            .ok_or("empty output")?
+            .map_err(|e| e.to_string())?;
+        let obj = v.as_object().ok_or("not a JSON object")?;
+        let get = |key: &str| -> String {
+            obj.iter()
+                .find(|(k, _)| k.eq_ignore_ascii_case(key))
+                .and_then(|(_, v)| v.as_str())
+                .unwrap_or("")
+                .trim()
+                .to_string()
+        };
+        Ok(Show {
+            status: get("status"),
+            resource_name: get("resourceName"),
+            resource_id: get("resourceId"),
+            resource_group: get("resourceGroup"),
+            subscription_id: get("subscriptionId"),
+            tenant_id: get("tenantId"),
+            location: get("location"),
+            vm_uuid: get("vmUuid").to_ascii_lowercase(),
+            vm_id: get("vmId"),
+            agent_version: get("agentVersion"),
+            last_heartbeat: get("lastHeartbeat"),
+            cloud: get("cloud"),
+        })
+    }
+
+    /// The agent holds a connection (locally): Connected, or Disconnected/Expired with a resource.
+    pub fn has_resource(&self) -> bool {
+        !self.resource_name.is_empty() || !self.resource_id.is_empty()
+    }
+
+    pub fn connected(&self) -> bool {
+        self.status.eq_ignore_ascii_case("connected")
+    }
+}
+
+/// `azcmagent version 1.61.03319.2737` / `Azure Connected Machine Agent v1.46.02664.1737`.
+pub fn parse_version(out: &str) -> Option<String> {
+    out.split_whitespace()
+        .map(|w| w.trim_start_matches(['v', 'V']))
+        .find(|w| {
+            let parts: Vec<&str> = w.split('.').collect();
+            parts.len() >= 2 && parts.iter().all(|p| !p.is_empty() && p.chars().all(|c| c.is_ascii_digit()))
+        })
+        .map(str::to_string)
+}
+
+/// `config get -j` prints JSON in some versions and `key : value` text in others; accept both.
+pub fn parse_config_value(out: &str, prop: &str) -> Value {
+    let t = out.trim();
+    if let Ok(v) = serde_json::from_str::<Value>(t) {
+        if let Some(obj) = v.as_object() {
+            for key in [prop, "value", "Value"] {
+                if let Some(x) = obj.get(key) {
+                    return x.clone();
+                }
+            }
+        }
+        return v;
+    }
+    let text = t
+        .lines()
+        .rev()
+        .find(|l| !l.trim().is_empty())
+        .unwrap_or("")
+        .rsplit_once(" : ")
+        .map(|(_, v)| v)
+        .unwrap_or(t)
+        .trim();
+    if let Some(inner) = text.strip_prefix('[').and_then(|s| s.strip_suffix(']')) {
+        return Value::Array(
+            inner
+                .split(',')
+                .map(|s| s.trim())
+                .filter(|s| !s.is_empty())
+                .map(|s| Value::String(s.to_string()))
+                .collect(),
+        );
+    }
+    Value::String(text.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn target() -> Target {
+        Target {
+            subscription_id: "s".into(),
+            resource_group: "rg".into(),
+            tenant_id: "t".into(),
+            location: "westeurope".into(),
+            resource_name: "vm1".into(),
+            cloud: "AzureCloud".into(),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn connect_args_use_the_documented_flag_names() {
+        let mut t = target();
+        t.tags.insert("Owner".into(), "Shared Infra".into());
+        t.tags.insert("env".into(), "prod".into());
+        t.correlation_id = Some("c".into());
+        t.private_link_scope = Some("pls".into());
+        t.gateway_id = Some("gw".into());
+        t.enable_automatic_upgrade = true;
+        let a = connect_args(&t);
+        assert_eq!(
+            a,
+            [
+                "connect", "--subscription-id", "s", "--resource-group", "rg", "--tenant-id", "t", "--location",
+                "westeurope", "--resource-name", "vm1", "--cloud", "AzureCloud", "--tags",
+                "Owner='Shared Infra',env=prod", "--private-link-scope", "pls", "--correlation-id", "c",
+                "--gateway-id", "gw", "--enable-automatic-upgrade"
+            ]
+        );
+        assert!(!a.iter().any(|x| x.contains("access-token")));
+    }
+
+    #[test]
+    fn classification_table() {
+        let rbac = "The client 'x' with object id 'y' does not have authorization to perform action 'Microsoft.HybridCompute/machines/write'";
+        let cases: &[(Option<i32>, &str, AgentClass)] = &[
+            (Some(0), "", AgentClass::Success),
+            (Some(12), "", AgentClass::RetryFreshToken),
+            (Some(41), "", AgentClass::RetryFreshToken),
+            (Some(42), rbac, AgentClass::Permission),
+            (Some(42), "", AgentClass::Permission),
+            (Some(42), "The subscription isn't registered to use namespace 'Microsoft.HybridCompute'", AgentClass::Providers),
+            (Some(42), "Code: ReservedResourceName httpStatusCode:400", AgentClass::Permanent),
+            (Some(44), "", AgentClass::NameConflict),
+            (Some(67), "", AgentClass::AlreadyConnected),
+            (Some(62), "", AgentClass::RetryAfterCleanup),
+            (Some(81), "", AgentClass::RetryAfterCleanup),
+            (Some(26), "", AgentClass::Retry),
+            (Some(1), "", AgentClass::Retry),
+            (Some(64), "", AgentClass::Retry),
+            (None, "", AgentClass::Retry),
+            (Some(16), "", AgentClass::Permanent),
+            (Some(18), "", AgentClass::Permanent),
+            (Some(20), "", AgentClass::Permanent),
+            (Some(23), "", AgentClass::Permanent),
+            (Some(68), "", AgentClass::Permanent),
+            (Some(102), "", AgentClass::Permanent),
+        ];
+        for (code, out, want) in cases {
+            assert_eq!(&classify(*code, out), want, "exit {code:?} {out}");
+        }
+    }
+
+    #[test]
+    fn show_parses_case_insensitively_and_ignores_leading_noise() {
+        let s = Show::parse("INFO something\n{\"status\":\"Connected\",\"ResourceName\":\"vm1\",\"vmUuid\":\"ABC\",\"agentVersion\":\"1.61\"}").unwrap();
+        assert!(s.connected());
+        assert_eq!(s.resource_name, "vm1");
+        assert_eq!(s.vm_uuid, "abc");
+        assert!(Show::parse("no json").is_err());
+    }
+
+    #[test]
+    fn versions() {
+        assert_eq!(parse_version("azcmagent version 1.61.03319.2737").as_deref(), Some("1.61.03319.2737"));
+        assert_eq!(parse_version("Azure Connected Machine Agent v1.46.02664.1737").as_deref(), Some("1.46.02664.1737"));
+        assert_eq!(parse_version("nothing"), None);
+    }
+
+    #[test]
+    fn config_values_in_json_or_text() {
+        assert_eq!(parse_config_value(r#"{"proxy.url":"http://p:3128"}"#, "proxy.url"), Value::String("http://p:3128".into()));
+        assert_eq!(parse_config_value("proxy.url : http://p:3128", "proxy.url"), Value::String("http://p:3128".into()));
+        assert_eq!(parse_config_value("[a, b]", "x"), serde_json::json!(["a", "b"]));
+        assert_eq!(parse_config_value("", "x"), Value::String(String::new()));
+    }
+
+    #[test]
+    fn token_file_is_private_and_removed() {
+        use std::os::unix::fs::PermissionsExt;
+        let t = AccessToken::new("tok.en.value".into()).unwrap();
+        let f = TokenFile::write(&t).unwrap();
+        let p = f.path().to_path_buf();
+        let mode = std::fs::metadata(&p).unwrap().permissions().mode() & 0o777;
+        let dmode = std::fs::metadata(p.parent().unwrap()).unwrap().permissions().mode() & 0o777;
+        assert_eq!((mode, dmode), (0o600, 0o700));
+        let v: Value = serde_json::from_str(&std::fs::read_to_string(&p).unwrap()).unwrap();
+        assert_eq!(v["access-token"], "tok.en.value");
+        drop(f);
+        assert!(!p.exists() && !p.parent().unwrap().exists());
+    }
+}
