@@ -199,15 +199,10 @@ fn read_request<R: BufRead>(r: &mut R) -> std::io::Result<Option<Request>> {
         .unwrap_or(0);
     let mut body = vec![0; len.min(16 << 20)];
     r.read_exact(&mut body)?;
-    // absolute-form `http://host/path?q` -> path `/path`
-    let origin = match target.find("://") {
-        Some(i) => {
-            let rest = &target[i + 3..];
-            rest.find('/').map(|j| &rest[j..]).unwrap_or("/")
-        }
-        None => target.as_str(),
-    };
-    let (path, q) = origin.split_once('?').unwrap_or((origin, ""));
+    // absolute-form `http://host/path?q` -> path `/path`. Only a target that does not start with
+    // `/` is absolute-form: an origin-form query may itself contain `://` (an unencoded
+    // `resource=https://...`, as hand-written curl commands send).
+    let (path, q) = split_target(&target);
     let query = q
         .split('&')
         .filter(|s| !s.is_empty())
@@ -218,7 +213,7 @@ fn read_request<R: BufRead>(r: &mut R) -> std::io::Result<Option<Request>> {
         .collect();
     Ok(Some(Request {
         method,
-        path: path.to_string(),
+        path,
         target,
         query,
         headers,
@@ -227,22 +222,43 @@ fn read_request<R: BufRead>(r: &mut R) -> std::io::Result<Option<Request>> {
     }))
 }
 
+/// Split a request-target into (path, raw query), for origin-form (`/p?q`) and absolute-form
+/// (`http://host/p?q`, `http://host?q`, `http://host`).
+pub fn split_target(target: &str) -> (String, &str) {
+    let origin = if target.starts_with('/') || !target.contains("://") {
+        target
+    } else {
+        let i = target.find("://").unwrap_or(0);
+        let rest = &target[i + 3..];
+        match rest.find(['/', '?']) {
+            Some(j) => &rest[j..],
+            None => "",
+        }
+    };
+    let (path, q) = origin.split_once('?').unwrap_or((origin, ""));
+    let path = if path.is_empty() { "/" } else { path };
+    (path.to_string(), q)
+}
+
 pub fn percent_decode(s: &str) -> String {
     let b = s.as_bytes();
     let mut out = Vec::with_capacity(b.len());
     let mut i = 0;
     while i < b.len() {
         match b[i] {
-            b'%' if i + 2 < b.len() => match u8::from_str_radix(&s[i + 1..i + 3], 16) {
-                Ok(v) => {
-                    out.push(v);
-                    i += 3;
-                }
-                Err(_) => {
-                    out.push(b'%');
-                    i += 1;
-                }
-            },
+            // Decode from bytes: slicing the str at i+1..i+3 panics inside a multi-byte char.
+            b'%' if i + 2 < b.len()
+                && b[i + 1].is_ascii_hexdigit()
+                && b[i + 2].is_ascii_hexdigit() =>
+            {
+                let hex = |c: u8| (c as char).to_digit(16).unwrap_or(0) as u8;
+                out.push(hex(b[i + 1]) * 16 + hex(b[i + 2]));
+                i += 3;
+            }
+            b'%' => {
+                out.push(b'%');
+                i += 1;
+            }
             b'+' => {
                 out.push(b' ');
                 i += 1;
