@@ -137,7 +137,7 @@ pub fn tags_arg(tags: &BTreeMap<String, String>) -> String {
 }
 
 /// What an agent exit code means for us (FACTS §1.5).
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum AgentClass {
     Success,
     /// The token was refused or expired: get a fresh one and try again.
@@ -254,11 +254,14 @@ impl Agent {
 
     /// Run the agent with `args`, waiting at most `cap` (and never past the deadline). On SIGTERM/
     /// SIGINT the agent's process group is stopped and `Interrupted` returned.
-    pub fn run(&self, args: &[String], deadline: &Deadline, cap: Duration, extra_redact: &[&str]) -> Result<Outcome, Error> {
-        let shown: Vec<String> = args
-            .iter()
-            .map(|a| self.scrub(a, extra_redact))
-            .collect();
+    pub fn run(
+        &self,
+        args: &[String],
+        deadline: &Deadline,
+        cap: Duration,
+        extra_redact: &[&str],
+    ) -> Result<Outcome, Error> {
+        let shown: Vec<String> = args.iter().map(|a| self.scrub(a, extra_redact)).collect();
         log::info!("running {} {}", self.path.display(), shown.join(" "));
         let started = Instant::now();
         let mut child = Command::new(&self.path)
@@ -275,10 +278,21 @@ impl Agent {
             })?;
         let tail = Arc::new(Mutex::new(Vec::<String>::new()));
         let mut redact: Vec<String> = self.redact.clone();
-        redact.extend(extra_redact.iter().filter(|s| !s.is_empty()).map(|s| s.to_string()));
+        redact.extend(
+            extra_redact
+                .iter()
+                .filter(|s| !s.is_empty())
+                .map(|s| s.to_string()),
+        );
         let readers: Vec<_> = [
-            child.stdout.take().map(|s| Box::new(s) as Box<dyn Read + Send>),
-            child.stderr.take().map(|s| Box::new(s) as Box<dyn Read + Send>),
+            child
+                .stdout
+                .take()
+                .map(|s| Box::new(s) as Box<dyn Read + Send>),
+            child
+                .stderr
+                .take()
+                .map(|s| Box::new(s) as Box<dyn Read + Send>),
         ]
         .into_iter()
         .flatten()
@@ -292,7 +306,10 @@ impl Agent {
         let limit = deadline.clock.real(deadline.bounded(cap));
         let pid = child.id();
         let status = loop {
-            if let Some(st) = child.try_wait().map_err(|e| Error::Internal(format!("waiting for the agent: {e}")))? {
+            if let Some(st) = child
+                .try_wait()
+                .map_err(|e| Error::Internal(format!("waiting for the agent: {e}")))?
+            {
                 break st;
             }
             if let Some(sig) = signals::received() {
@@ -303,14 +320,28 @@ impl Agent {
             if started.elapsed() >= limit {
                 log::warn!(
                     "the agent did not finish within {}; stopping it (pid {pid})",
-                    human(deadline.clock.elapsed().min(deadline.timeout).max(Duration::ZERO).min(cap))
+                    human(
+                        deadline
+                            .clock
+                            .elapsed()
+                            .min(deadline.timeout)
+                            .max(Duration::ZERO)
+                            .min(cap)
+                    )
                 );
                 stop(&mut child, pid);
                 let last = tail.lock().map(|t| t.join(" | ")).unwrap_or_default();
                 return Err(Error::Deadline {
                     timeout: deadline.timeout,
-                    waiting_for: format!("waiting for `azcmagent {}`", args.first().map(String::as_str).unwrap_or("")),
-                    last: if last.is_empty() { "no output".into() } else { last },
+                    waiting_for: format!(
+                        "waiting for `azcmagent {}`",
+                        args.first().map(String::as_str).unwrap_or("")
+                    ),
+                    last: if last.is_empty() {
+                        "no output".into()
+                    } else {
+                        last
+                    },
                 });
             }
             std::thread::sleep(Duration::from_millis(20));
@@ -329,7 +360,12 @@ impl Agent {
 
     fn scrub(&self, s: &str, extra: &[&str]) -> String {
         let mut s = s.to_string();
-        for r in self.redact.iter().map(String::as_str).chain(extra.iter().copied()) {
+        for r in self
+            .redact
+            .iter()
+            .map(String::as_str)
+            .chain(extra.iter().copied())
+        {
             if !r.is_empty() {
                 s = s.replace(r, "***");
             }
@@ -401,8 +437,14 @@ impl Agent {
         let out = self.run_quiet(&["show", "-j"], deadline)?;
         if out.0 != Some(0) {
             return Err(Error::Agent {
-                detail: format!("`azcmagent show -j` failed (exit {:?}): {}", out.0, last_line(&out.1)),
-                advice: "check the agent's services (himdsd) and /var/opt/azcmagent/log/azcmagent.log".into(),
+                detail: format!(
+                    "`azcmagent show -j` failed (exit {:?}): {}",
+                    out.0,
+                    last_line(&out.1)
+                ),
+                advice:
+                    "check the agent's services (himdsd) and /var/opt/azcmagent/log/azcmagent.log"
+                        .into(),
             });
         }
         Show::parse(&out.1).map_err(|e| Error::Agent {
@@ -445,7 +487,11 @@ impl Agent {
     }
 
     /// Run a quick, local command; its output is captured, not logged line by line.
-    fn run_quiet(&self, args: &[&str], deadline: &Deadline) -> Result<(Option<i32>, String), Error> {
+    fn run_quiet(
+        &self,
+        args: &[&str],
+        deadline: &Deadline,
+    ) -> Result<(Option<i32>, String), Error> {
         let mut child = Command::new(&self.path)
             .args(args)
             .envs(self.env.iter().map(|(k, v)| (k, v)))
@@ -466,7 +512,10 @@ impl Agent {
         let limit = deadline.clock.real(deadline.bounded(AGENT_QUICK_TIMEOUT));
         let pid = child.id();
         let status = loop {
-            if let Some(st) = child.try_wait().map_err(|e| Error::Internal(format!("waiting for the agent: {e}")))? {
+            if let Some(st) = child
+                .try_wait()
+                .map_err(|e| Error::Internal(format!("waiting for the agent: {e}")))?
+            {
                 break st;
             }
             if let Some(sig) = signals::received() {
@@ -500,7 +549,12 @@ fn read_capped<R: Read>(r: Option<&mut R>) -> String {
 }
 
 fn last_line(s: &str) -> String {
-    s.lines().rev().find(|l| !l.trim().is_empty()).unwrap_or("no output").trim().to_string()
+    s.lines()
+        .rev()
+        .find(|l| !l.trim().is_empty())
+        .unwrap_or("no output")
+        .trim()
+        .to_string()
 }
 
 /// Log each output line as `azcmagent: ...` and keep the last few for error messages.
@@ -525,7 +579,10 @@ fn pump(stream: Box<dyn Read + Send>, tail: &Mutex<Vec<String>>, redact: &[Strin
             continue;
         }
         if line.chars().count() > MAX_LINE_CHARS {
-            line = format!("{}… (cut)", line.chars().take(MAX_LINE_CHARS).collect::<String>());
+            line = format!(
+                "{}… (cut)",
+                line.chars().take(MAX_LINE_CHARS).collect::<String>()
+            );
         }
         log::info!("azcmagent: {}", line.trim_start());
         if let Ok(mut t) = tail.lock() {
@@ -568,7 +625,13 @@ impl TokenFile {
         std::fs::DirBuilder::new()
             .mode(0o700)
             .create(&dir)
-            .map_err(|e| Error::io("cannot create the private directory for the token file", &dir, e))?;
+            .map_err(|e| {
+                Error::io(
+                    "cannot create the private directory for the token file",
+                    &dir,
+                    e,
+                )
+            })?;
         let path = dir.join("connect.json");
         let file = TokenFile { dir, path };
         let body = serde_json::json!({ "access-token": token.expose() }).to_string();
@@ -604,7 +667,9 @@ fn writable_dir(p: &Path) -> bool {
 
 fn current_uid() -> u32 {
     use std::os::unix::fs::MetadataExt;
-    std::fs::metadata("/proc/self").map(|m| m.uid()).unwrap_or(u32::MAX)
+    std::fs::metadata("/proc/self")
+        .map(|m| m.uid())
+        .unwrap_or(u32::MAX)
 }
 
 fn nonce() -> u64 {
@@ -681,7 +746,10 @@ pub fn parse_version(out: &str) -> Option<String> {
         .map(|w| w.trim_start_matches(['v', 'V']))
         .find(|w| {
             let parts: Vec<&str> = w.split('.').collect();
-            parts.len() >= 2 && parts.iter().all(|p| !p.is_empty() && p.chars().all(|c| c.is_ascii_digit()))
+            parts.len() >= 2
+                && parts
+                    .iter()
+                    .all(|p| !p.is_empty() && p.chars().all(|c| c.is_ascii_digit()))
         })
         .map(str::to_string)
 }
@@ -750,10 +818,28 @@ mod tests {
         assert_eq!(
             a,
             [
-                "connect", "--subscription-id", "s", "--resource-group", "rg", "--tenant-id", "t", "--location",
-                "westeurope", "--resource-name", "vm1", "--cloud", "AzureCloud", "--tags",
-                "Owner='Shared Infra',env=prod", "--private-link-scope", "pls", "--correlation-id", "c",
-                "--gateway-id", "gw", "--enable-automatic-upgrade"
+                "connect",
+                "--subscription-id",
+                "s",
+                "--resource-group",
+                "rg",
+                "--tenant-id",
+                "t",
+                "--location",
+                "westeurope",
+                "--resource-name",
+                "vm1",
+                "--cloud",
+                "AzureCloud",
+                "--tags",
+                "Owner='Shared Infra',env=prod",
+                "--private-link-scope",
+                "pls",
+                "--correlation-id",
+                "c",
+                "--gateway-id",
+                "gw",
+                "--enable-automatic-upgrade"
             ]
         );
         assert!(!a.iter().any(|x| x.contains("access-token")));
@@ -768,8 +854,16 @@ mod tests {
             (Some(41), "", AgentClass::RetryFreshToken),
             (Some(42), rbac, AgentClass::Permission),
             (Some(42), "", AgentClass::Permission),
-            (Some(42), "The subscription isn't registered to use namespace 'Microsoft.HybridCompute'", AgentClass::Providers),
-            (Some(42), "Code: ReservedResourceName httpStatusCode:400", AgentClass::Permanent),
+            (
+                Some(42),
+                "The subscription isn't registered to use namespace 'Microsoft.HybridCompute'",
+                AgentClass::Providers,
+            ),
+            (
+                Some(42),
+                "Code: ReservedResourceName httpStatusCode:400",
+                AgentClass::Permanent,
+            ),
             (Some(44), "", AgentClass::NameConflict),
             (Some(67), "", AgentClass::AlreadyConnected),
             (Some(62), "", AgentClass::RetryAfterCleanup),
@@ -801,16 +895,31 @@ mod tests {
 
     #[test]
     fn versions() {
-        assert_eq!(parse_version("azcmagent version 1.61.03319.2737").as_deref(), Some("1.61.03319.2737"));
-        assert_eq!(parse_version("Azure Connected Machine Agent v1.46.02664.1737").as_deref(), Some("1.46.02664.1737"));
+        assert_eq!(
+            parse_version("azcmagent version 1.61.03319.2737").as_deref(),
+            Some("1.61.03319.2737")
+        );
+        assert_eq!(
+            parse_version("Azure Connected Machine Agent v1.46.02664.1737").as_deref(),
+            Some("1.46.02664.1737")
+        );
         assert_eq!(parse_version("nothing"), None);
     }
 
     #[test]
     fn config_values_in_json_or_text() {
-        assert_eq!(parse_config_value(r#"{"proxy.url":"http://p:3128"}"#, "proxy.url"), Value::String("http://p:3128".into()));
-        assert_eq!(parse_config_value("proxy.url : http://p:3128", "proxy.url"), Value::String("http://p:3128".into()));
-        assert_eq!(parse_config_value("[a, b]", "x"), serde_json::json!(["a", "b"]));
+        assert_eq!(
+            parse_config_value(r#"{"proxy.url":"http://p:3128"}"#, "proxy.url"),
+            Value::String("http://p:3128".into())
+        );
+        assert_eq!(
+            parse_config_value("proxy.url : http://p:3128", "proxy.url"),
+            Value::String("http://p:3128".into())
+        );
+        assert_eq!(
+            parse_config_value("[a, b]", "x"),
+            serde_json::json!(["a", "b"])
+        );
         assert_eq!(parse_config_value("", "x"), Value::String(String::new()));
     }
 
@@ -821,7 +930,11 @@ mod tests {
         let f = TokenFile::write(&t).unwrap();
         let p = f.path().to_path_buf();
         let mode = std::fs::metadata(&p).unwrap().permissions().mode() & 0o777;
-        let dmode = std::fs::metadata(p.parent().unwrap()).unwrap().permissions().mode() & 0o777;
+        let dmode = std::fs::metadata(p.parent().unwrap())
+            .unwrap()
+            .permissions()
+            .mode()
+            & 0o777;
         assert_eq!((mode, dmode), (0o600, 0o700));
         let v: Value = serde_json::from_str(&std::fs::read_to_string(&p).unwrap()).unwrap();
         assert_eq!(v["access-token"], "tok.en.value");

@@ -51,7 +51,9 @@ impl Cloud {
     pub fn parse(s: &str) -> Option<Cloud> {
         match s.trim().to_ascii_lowercase().as_str() {
             "azurecloud" | "azurepubliccloud" | "public" => Some(Cloud::AzureCloud),
-            "azureusgovernment" | "azureusgovernmentcloud" | "usgov" => Some(Cloud::AzureUSGovernment),
+            "azureusgovernment" | "azureusgovernmentcloud" | "usgov" => {
+                Some(Cloud::AzureUSGovernment)
+            }
             "azurechinacloud" | "china" => Some(Cloud::AzureChinaCloud),
             _ => None,
         }
@@ -87,7 +89,10 @@ impl Cloud {
     /// Audiences ARM accepts (FACTS §7: the resource-manager URL and the legacy core URL).
     pub fn accepted_audiences(self) -> &'static [&'static str] {
         match self {
-            Cloud::AzureCloud => &["https://management.azure.com/", "https://management.core.windows.net/"],
+            Cloud::AzureCloud => &[
+                "https://management.azure.com/",
+                "https://management.core.windows.net/",
+            ],
             Cloud::AzureUSGovernment => &[
                 "https://management.usgovcloudapi.net/",
                 "https://management.core.usgovcloudapi.net/",
@@ -299,8 +304,7 @@ impl<'a> Resolver<'a> {
     }
 
     fn flag(&self, id: &str, v: &Option<String>) -> Cand {
-        v.as_ref()
-            .map(|v| (v.clone(), self.sources.describe(id)))
+        v.as_ref().map(|v| (v.clone(), self.sources.describe(id)))
     }
 
     fn seed(&self, names: &[&str]) -> Cand {
@@ -318,7 +322,10 @@ impl<'a> Resolver<'a> {
                 v.clone(),
                 format!(
                     "config file {}: {key}",
-                    self.file_path.as_deref().unwrap_or(Path::new("?")).display()
+                    self.file_path
+                        .as_deref()
+                        .unwrap_or(Path::new("?"))
+                        .display()
                 ),
             )
         })
@@ -388,7 +395,8 @@ impl<'a> Resolver<'a> {
             (None, Some(t)) => {
                 let src = self.file("tags", &Some(String::new())).unwrap().1;
                 for (k, v) in t {
-                    validate_tag(k, v).map_err(|e| Error::invalid("tags", format!("{k}={v}"), &src, e))?;
+                    validate_tag(k, v)
+                        .map_err(|e| Error::invalid("tags", format!("{k}={v}"), &src, e))?;
                 }
                 Sourced::new(t.clone(), src)
             }
@@ -427,7 +435,11 @@ impl<'a> Resolver<'a> {
             self.flag("gateway_id", &o.gateway_id),
             self.file("gateway_id", &f.gateway_id),
         ])
-        .map(|c| validated(c, "gateway_id", |v| validate_resource_id(v, "Microsoft.HybridCompute/gateways")))
+        .map(|c| {
+            validated(c, "gateway_id", |v| {
+                validate_resource_id(v, "Microsoft.HybridCompute/gateways")
+            })
+        })
         .transpose()?;
         let correlation_id = first(vec![
             self.flag("correlation_id", &o.correlation_id),
@@ -441,9 +453,13 @@ impl<'a> Resolver<'a> {
             &o.enable_automatic_upgrade,
             f.enable_automatic_upgrade,
         )?;
-        let install_agent = self.bool_setting("install_agent", &o.install_agent, f.install_agent)?;
-        let reconnect_on_change =
-            self.bool_setting("reconnect_on_change", &o.reconnect_on_change, f.reconnect_on_change)?;
+        let install_agent =
+            self.bool_setting("install_agent", &o.install_agent, f.install_agent)?;
+        let reconnect_on_change = self.bool_setting(
+            "reconnect_on_change",
+            &o.reconnect_on_change,
+            f.reconnect_on_change,
+        )?;
         let token_on_command_line = self.bool_setting(
             "token_on_command_line",
             &o.token_on_command_line,
@@ -462,7 +478,14 @@ impl<'a> Resolver<'a> {
                     "reconnect" => ClonePolicy::Reconnect,
                     "fail" => ClonePolicy::Fail,
                     "ignore" => ClonePolicy::Ignore,
-                    _ => return Err(Error::invalid("clone_policy", v, src, "must be reconnect, fail or ignore")),
+                    _ => {
+                        return Err(Error::invalid(
+                            "clone_policy",
+                            v,
+                            src,
+                            "must be reconnect, fail or ignore",
+                        ))
+                    }
                 };
                 Sourced::new(p, src)
             }
@@ -475,7 +498,14 @@ impl<'a> Resolver<'a> {
         ]) {
             Some((v, src)) => match parse_duration(&v) {
                 Ok(d) if !d.is_zero() => Sourced::new(d, src),
-                Ok(_) => return Err(Error::invalid("timeout", v, src, "must be longer than zero")),
+                Ok(_) => {
+                    return Err(Error::invalid(
+                        "timeout",
+                        v,
+                        src,
+                        "must be longer than zero",
+                    ))
+                }
                 Err(e) => return Err(Error::invalid("timeout", v, src, e)),
             },
             None => Sourced::new(DEFAULT_TIMEOUT, "default"),
@@ -548,7 +578,12 @@ impl<'a> Resolver<'a> {
         })
     }
 
-    fn bool_setting(&self, id: &str, flag: &Option<String>, file: Option<bool>) -> Result<Sourced<bool>, Error> {
+    fn bool_setting(
+        &self,
+        id: &str,
+        flag: &Option<String>,
+        file: Option<bool>,
+    ) -> Result<Sourced<bool>, Error> {
         match self.flag(id, flag).or_else(|| self.file_bool(id, file)) {
             Some((v, src)) => match parse_bool(&v) {
                 Some(b) => Ok(Sourced::new(b, src)),
@@ -568,11 +603,19 @@ impl<'a> Resolver<'a> {
         match self.flag(id, flag).or_else(|| self.file(id, file)) {
             Some((v, src)) => {
                 if crate::proxy::split_url(&v).is_none() {
-                    return Err(Error::invalid(id, v, src, "must be an http:// or https:// URL"));
+                    return Err(Error::invalid(
+                        id,
+                        v,
+                        src,
+                        "must be an http:// or https:// URL",
+                    ));
                 }
                 Ok(Sourced::new(v.trim_end_matches('/').to_string(), src))
             }
-            None => Ok(Sourced::new(default.trim_end_matches('/').to_string(), "default")),
+            None => Ok(Sourced::new(
+                default.trim_end_matches('/').to_string(),
+                "default",
+            )),
         }
     }
 
@@ -582,7 +625,12 @@ impl<'a> Resolver<'a> {
         let by_res = self
             .flag("identity_resource_id", &o.identity_resource_id)
             .or_else(|| self.seed(&["UAMI_ID"]))
-            .or_else(|| self.file("identity.resource_id", &fi.and_then(|i| i.resource_id.clone())));
+            .or_else(|| {
+                self.file(
+                    "identity.resource_id",
+                    &fi.and_then(|i| i.resource_id.clone()),
+                )
+            });
         let by_client = self
             .flag("client_id", &o.client_id)
             .or_else(|| self.seed(&["UAMI_CLIENT_ID"]))
@@ -590,9 +638,15 @@ impl<'a> Resolver<'a> {
         let by_object = self
             .flag("object_id", &o.object_id)
             .or_else(|| self.file("identity.object_id", &fi.and_then(|i| i.object_id.clone())));
-        let given: Vec<&(String, String)> = [&by_res, &by_client, &by_object].into_iter().flatten().collect();
+        let given: Vec<&(String, String)> = [&by_res, &by_client, &by_object]
+            .into_iter()
+            .flatten()
+            .collect();
         if given.len() > 1 {
-            let list: Vec<String> = given.iter().map(|(v, s)| format!("{v:?} from {s}")).collect();
+            let list: Vec<String> = given
+                .iter()
+                .map(|(v, s)| format!("{v:?} from {s}"))
+                .collect();
             return Err(Error::Usage(format!(
                 "at most one identity selector may be given, but got {}; keep the one you mean \
                  (resource id, client id or object id) and remove the others",
@@ -606,11 +660,17 @@ impl<'a> Resolver<'a> {
         }
         if let Some((v, s)) = by_client {
             validate_guid(&v).map_err(|e| Error::invalid("client_id", &v, &s, e))?;
-            return Ok(Sourced::new(Identity::ClientId(v.trim().to_ascii_lowercase()), s));
+            return Ok(Sourced::new(
+                Identity::ClientId(v.trim().to_ascii_lowercase()),
+                s,
+            ));
         }
         if let Some((v, s)) = by_object {
             validate_guid(&v).map_err(|e| Error::invalid("object_id", &v, &s, e))?;
-            return Ok(Sourced::new(Identity::ObjectId(v.trim().to_ascii_lowercase()), s));
+            return Ok(Sourced::new(
+                Identity::ObjectId(v.trim().to_ascii_lowercase()),
+                s,
+            ));
         }
         Ok(Sourced::new(Identity::SystemAssigned, "default"))
     }
@@ -651,7 +711,10 @@ impl<'a> Resolver<'a> {
     }
 }
 
-fn load_config_file(opts: &Opts, sources: &Sources) -> Result<(FileConfig, Option<PathBuf>), Error> {
+fn load_config_file(
+    opts: &Opts,
+    sources: &Sources,
+) -> Result<(FileConfig, Option<PathBuf>), Error> {
     let (path, explicit) = match &opts.config {
         Some(p) if p.is_empty() => return Ok((FileConfig::default(), None)),
         Some(p) => (PathBuf::from(p), true),
@@ -675,7 +738,11 @@ fn load_config_file(opts: &Opts, sources: &Sources) -> Result<(FileConfig, Optio
         Error::invalid(
             "config",
             path.display().to_string(),
-            if explicit { sources.describe("config") } else { "default".into() },
+            if explicit {
+                sources.describe("config")
+            } else {
+                "default".into()
+            },
             format!("not a valid arc-enroll config file: {e}"),
         )
     })?;
@@ -714,7 +781,10 @@ pub fn validate_guid(s: &str) -> Result<(), String> {
     let s = s.trim();
     let groups: Vec<&str> = s.split('-').collect();
     let ok = groups.len() == 5
-        && groups.iter().zip([8, 4, 4, 4, 12]).all(|(g, n)| g.len() == n && g.chars().all(|c| c.is_ascii_hexdigit()));
+        && groups
+            .iter()
+            .zip([8, 4, 4, 4, 12])
+            .all(|(g, n)| g.len() == n && g.chars().all(|c| c.is_ascii_hexdigit()));
     if ok {
         Ok(())
     } else {
@@ -725,7 +795,8 @@ pub fn validate_guid(s: &str) -> Result<(), String> {
 fn validate_resource_group(s: &str) -> Result<(), String> {
     let ok = !s.is_empty()
         && s.len() <= 90
-        && s.chars().all(|c| c.is_alphanumeric() || "-_.()".contains(c))
+        && s.chars()
+            .all(|c| c.is_alphanumeric() || "-_.()".contains(c))
         && !s.ends_with('.');
     if ok {
         Ok(())
@@ -738,7 +809,8 @@ fn validate_location(s: &str) -> Result<(), String> {
     let n = s.trim().to_ascii_lowercase().replace(' ', "");
     let ok = (2..=40).contains(&n.len())
         && n.starts_with(|c: char| c.is_ascii_lowercase())
-        && n.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit());
+        && n.chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit());
     if ok {
         Ok(())
     } else {
@@ -749,9 +821,8 @@ fn validate_location(s: &str) -> Result<(), String> {
 /// `/subscriptions/<guid>/resourceGroups/<rg>/providers/<Namespace>/<type>/<name>`, checked
 /// case-insensitively (ARM casing is inconsistent, FACTS §6).
 pub fn validate_resource_id(s: &str, provider_type: &str) -> Result<(), String> {
-    let want = format!(
-        "/subscriptions/<guid>/resourceGroups/<group>/providers/{provider_type}/<name>"
-    );
+    let want =
+        format!("/subscriptions/<guid>/resourceGroups/<group>/providers/{provider_type}/<name>");
     let parts: Vec<&str> = s.trim().trim_end_matches('/').split('/').collect();
     let pt: Vec<&str> = provider_type.split('/').collect();
     let ok = parts.len() == 9
@@ -831,25 +902,31 @@ pub fn read_hostname(sysroot: &Path) -> Option<String> {
             .map(|s| s.trim().to_string())
             .filter(|s| !s.is_empty())
     };
-    from(sysroot.join("etc/hostname")).or_else(|| {
-        (sysroot == Path::new("/"))
-            .then(|| from(PathBuf::from("/proc/sys/kernel/hostname")))
-            .flatten()
-    })
-    // Arc resource names cannot hold dots; use the short host name.
-    .map(|h| h.split('.').next().unwrap_or(&h).to_string())
+    from(sysroot.join("etc/hostname"))
+        .or_else(|| {
+            (sysroot == Path::new("/"))
+                .then(|| from(PathBuf::from("/proc/sys/kernel/hostname")))
+                .flatten()
+        })
+        // Arc resource names cannot hold dots; use the short host name.
+        .map(|h| h.split('.').next().unwrap_or(&h).to_string())
 }
 
 /// Render the resource-name template and check the result is a valid Arc machine name
 /// (letters, digits, '-', '_'; not ending in '-' or '_'; FACTS §1.5 AZCM0102).
-pub fn render_resource_name(template: &Sourced<String>, facts: &MachineFacts) -> Result<String, Error> {
+pub fn render_resource_name(
+    template: &Sourced<String>,
+    facts: &MachineFacts,
+) -> Result<String, Error> {
     let need = |v: &Option<String>, what: &str| -> Result<String, Error> {
         v.clone().ok_or_else(|| {
             Error::invalid(
                 "resource_name",
                 &template.value,
                 &template.source,
-                format!("needs {what}, which this machine does not have; use another template field"),
+                format!(
+                    "needs {what}, which this machine does not have; use another template field"
+                ),
             )
         })
     };
@@ -862,7 +939,10 @@ pub fn render_resource_name(template: &Sourced<String>, facts: &MachineFacts) ->
         out = out.replace("{vm_uuid8}", &u.chars().take(8).collect::<String>());
     }
     if out.contains("{vm_uuid}") {
-        out = out.replace("{vm_uuid}", &need(&facts.product_uuid, "/sys/class/dmi/id/product_uuid")?);
+        out = out.replace(
+            "{vm_uuid}",
+            &need(&facts.product_uuid, "/sys/class/dmi/id/product_uuid")?,
+        );
     }
     if out.contains("{machine_id8}") {
         let m = need(&facts.machine_id, "/etc/machine-id")?;
@@ -870,7 +950,9 @@ pub fn render_resource_name(template: &Sourced<String>, facts: &MachineFacts) ->
     }
     let ok = !out.is_empty()
         && out.len() <= 54
-        && out.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+        && out
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
         && !out.ends_with(['-', '_']);
     if !ok {
         return Err(Error::invalid(
@@ -892,7 +974,12 @@ pub fn parse_tags(s: &str) -> Result<BTreeMap<String, String>, String> {
         let key = read_tag_part(&mut chars, '=')?;
         match chars.next() {
             Some('=') => {}
-            _ => return Err(format!("tag {:?} has no '=': write tags as K=V,K2='v w'", key.trim())),
+            _ => {
+                return Err(format!(
+                    "tag {:?} has no '=': write tags as K=V,K2='v w'",
+                    key.trim()
+                ))
+            }
         }
         let value = read_tag_part(&mut chars, ',')?;
         let (k, v) = (key.trim().to_string(), value.trim().to_string());
@@ -909,7 +996,10 @@ pub fn parse_tags(s: &str) -> Result<BTreeMap<String, String>, String> {
     Ok(tags)
 }
 
-fn read_tag_part(chars: &mut std::iter::Peekable<std::str::Chars>, stop: char) -> Result<String, String> {
+fn read_tag_part(
+    chars: &mut std::iter::Peekable<std::str::Chars>,
+    stop: char,
+) -> Result<String, String> {
     let mut out = String::new();
     while let Some(&c) = chars.peek() {
         if c == stop || (stop == '=' && c == ',') {
@@ -940,7 +1030,9 @@ fn validate_tag(k: &str, v: &str) -> Result<(), String> {
         return Err("a tag has an empty name".into());
     }
     if k.len() > 512 || v.len() > 256 {
-        return Err(format!("tag {k:?} is too long (name ≤ 512, value ≤ 256 characters)"));
+        return Err(format!(
+            "tag {k:?} is too long (name ≤ 512, value ≤ 256 characters)"
+        ));
     }
     if k.contains(['<', '>', '%', '&', '\\', '?', '/']) {
         return Err(format!("tag name {k:?} may not contain < > % & \\ ? /"));
@@ -959,7 +1051,11 @@ pub fn redact_userinfo(s: &str) -> String {
         Some(at) => {
             let userinfo = &rest[..at];
             let user = userinfo.split(':').next().unwrap_or("");
-            let hidden = if userinfo.contains(':') { format!("{user}:***") } else { user.to_string() };
+            let hidden = if userinfo.contains(':') {
+                format!("{user}:***")
+            } else {
+                user.to_string()
+            };
             format!("{scheme}{hidden}{}", &rest[at..])
         }
         None => s.to_string(),
@@ -979,9 +1075,14 @@ impl Settings {
         opt("location", &self.location);
         log::info!(
             "setting resource_name = {} (from {})",
-            self.resource_name.value, self.resource_name.source
+            self.resource_name.value,
+            self.resource_name.source
         );
-        log::info!("setting cloud = {} (from {})", self.cloud.value.name(), self.cloud.source);
+        log::info!(
+            "setting cloud = {} (from {})",
+            self.cloud.value.name(),
+            self.cloud.source
+        );
         log::info!(
             "setting identity = {} (from {})",
             self.identity.value.describe(),
@@ -995,7 +1096,11 @@ impl Settings {
             log::info!("setting no_proxy = {n} (from {s})");
         }
         if !self.tags.value.is_empty() {
-            log::info!("setting tags = {:?} (from {})", self.tags.value, self.tags.source);
+            log::info!(
+                "setting tags = {:?} (from {})",
+                self.tags.value,
+                self.tags.source
+            );
         }
         for (name, v) in [
             ("private_link_scope", &self.private_link_scope),
@@ -1034,7 +1139,10 @@ mod tests {
     }
 
     fn env(pairs: &[(&str, &str)]) -> Env {
-        pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
     }
 
     const G1: &str = "11111111-1111-1111-1111-111111111111";
@@ -1046,7 +1154,11 @@ mod tests {
         let e = env(&[("SUBSCRIPTION_ID", G2), ("LOCATION", "westeurope")]);
         let s = resolve(&o, &Sources::default(), &e).unwrap();
         assert_eq!(s.subscription_id.as_ref().unwrap().value, G2);
-        assert!(s.subscription_id.unwrap().source.contains("SUBSCRIPTION_ID"));
+        assert!(s
+            .subscription_id
+            .unwrap()
+            .source
+            .contains("SUBSCRIPTION_ID"));
         o.subscription_id = Some(G1.into());
         let s = resolve(&o, &Sources::default(), &e).unwrap();
         assert_eq!(s.subscription_id.as_ref().unwrap().value, G1);
@@ -1085,7 +1197,10 @@ mod tests {
         std::fs::write(&p, r#"{"subscription":"x"}"#).unwrap();
         let e = resolve(&o, &Sources::default(), &Env::new()).unwrap_err();
         assert_eq!(e.exit_code(), 2);
-        assert!(e.to_string().contains("unknown field `subscription`"), "{e}");
+        assert!(
+            e.to_string().contains("unknown field `subscription`"),
+            "{e}"
+        );
         std::fs::remove_dir_all(&dir).ok();
     }
 
@@ -1093,24 +1208,36 @@ mod tests {
     fn every_bad_value_is_rejected_with_exit_2() {
         type Set = fn(&mut Opts);
         let cases: Vec<(&str, Set)> = vec![
-            ("subscription_id", |o| o.subscription_id = Some("not-a-guid".into())),
+            ("subscription_id", |o| {
+                o.subscription_id = Some("not-a-guid".into())
+            }),
             ("tenant_id", |o| o.tenant_id = Some("1234".into())),
             ("client_id", |o| o.client_id = Some("x".into())),
             ("object_id", |o| o.object_id = Some("x".into())),
-            ("identity_resource_id", |o| o.identity_resource_id = Some("/subscriptions/x".into())),
+            ("identity_resource_id", |o| {
+                o.identity_resource_id = Some("/subscriptions/x".into())
+            }),
             ("location", |o| o.location = Some("west-europe!".into())),
-            ("resource_group", |o| o.resource_group = Some("bad/rg".into())),
+            ("resource_group", |o| {
+                o.resource_group = Some("bad/rg".into())
+            }),
             ("timeout", |o| o.timeout = Some("15x".into())),
             ("timeout", |o| o.timeout = Some("0s".into())),
             ("tags", |o| o.tags = Some("novalue".into())),
             ("tags", |o| o.tags = Some("a='unclosed".into())),
             ("cloud", |o| o.cloud = Some("Mars".into())),
-            ("clone_policy", |o| o.clone_policy = Some("sometimes".into())),
+            ("clone_policy", |o| {
+                o.clone_policy = Some("sometimes".into())
+            }),
             ("proxy", |o| o.proxy = Some("http://user:pw@:99999".into())),
             ("resource_name", |o| o.resource_name = Some("{nope}".into())),
             ("install_agent", |o| o.install_agent = Some("maybe".into())),
-            ("imds_endpoint", |o| o.imds_endpoint = Some("169.254.169.254".into())),
-            ("private_link_scope", |o| o.private_link_scope = Some("/subscriptions/x/y".into())),
+            ("imds_endpoint", |o| {
+                o.imds_endpoint = Some("169.254.169.254".into())
+            }),
+            ("private_link_scope", |o| {
+                o.private_link_scope = Some("/subscriptions/x/y".into())
+            }),
             ("gateway_id", |o| o.gateway_id = Some("gw".into())),
             ("correlation_id", |o| o.correlation_id = Some("abc".into())),
         ];
@@ -1119,8 +1246,14 @@ mod tests {
             set(&mut o);
             let err = resolve(&o, &Sources::default(), &Env::new()).expect_err(name);
             assert_eq!(err.exit_code(), 2, "{name}: {err}");
-            assert!(err.to_string().contains(name), "{name}: message must name the setting: {err}");
-            assert!(!err.to_string().contains(":pw@"), "{name}: password leaked: {err}");
+            assert!(
+                err.to_string().contains(name),
+                "{name}: message must name the setting: {err}"
+            );
+            assert!(
+                !err.to_string().contains(":pw@"),
+                "{name}: password leaked: {err}"
+            );
         }
     }
 
@@ -1135,7 +1268,10 @@ mod tests {
         let err = resolve(&o, &Sources::default(), &e).unwrap_err();
         assert_eq!(err.exit_code(), 2);
         let m = err.to_string();
-        assert!(m.contains("flag --client-id") && m.contains("UAMI_ID"), "{m}");
+        assert!(
+            m.contains("flag --client-id") && m.contains("UAMI_ID"),
+            "{m}"
+        );
     }
 
     #[test]
@@ -1148,7 +1284,10 @@ mod tests {
 
     #[test]
     fn tags_parse_like_the_agent() {
-        let t = parse_tags("Datacenter=NY3,Application=SharePoint,Owner='Shared Infrastructure Services'").unwrap();
+        let t = parse_tags(
+            "Datacenter=NY3,Application=SharePoint,Owner='Shared Infrastructure Services'",
+        )
+        .unwrap();
         assert_eq!(t["Owner"], "Shared Infrastructure Services");
         assert_eq!(t.len(), 3);
         let t = parse_tags(r#"a="x,y",b= c "#).unwrap();
@@ -1167,9 +1306,18 @@ mod tests {
             machine_id: Some("0123456789abcdef0123456789abcdef".into()),
         };
         let t = |s: &str| Sourced::new(s.to_string(), "test");
-        assert_eq!(render_resource_name(&t("{hostname}"), &facts).unwrap(), "web01");
-        assert_eq!(render_resource_name(&t("{hostname}-{vm_uuid8}"), &facts).unwrap(), "web01-4c4c4544");
-        assert_eq!(render_resource_name(&t("vm-{machine_id8}"), &facts).unwrap(), "vm-01234567");
+        assert_eq!(
+            render_resource_name(&t("{hostname}"), &facts).unwrap(),
+            "web01"
+        );
+        assert_eq!(
+            render_resource_name(&t("{hostname}-{vm_uuid8}"), &facts).unwrap(),
+            "web01-4c4c4544"
+        );
+        assert_eq!(
+            render_resource_name(&t("vm-{machine_id8}"), &facts).unwrap(),
+            "vm-01234567"
+        );
         assert!(render_resource_name(&t("bad name"), &facts).is_err());
         assert!(render_resource_name(&t("{hostname}-"), &facts).is_err());
         assert!(render_resource_name(&t("{hostname}"), &MachineFacts::default()).is_err());
@@ -1181,11 +1329,18 @@ mod tests {
         assert!(validate_guid("1111111-1111-1111-1111-111111111111").is_err());
         assert!(validate_guid("g1111111-1111-1111-1111-111111111111").is_err());
         let ok = "/subscriptions/11111111-1111-1111-1111-111111111111/resourcegroups/my-rg/providers/microsoft.managedidentity/userassignedidentities/x";
-        assert!(validate_resource_id(ok, "Microsoft.ManagedIdentity/userAssignedIdentities").is_ok());
+        assert!(
+            validate_resource_id(ok, "Microsoft.ManagedIdentity/userAssignedIdentities").is_ok()
+        );
         assert!(validate_resource_id(ok, "Microsoft.HybridCompute/gateways").is_err());
         assert_eq!(
             parse_resource_id(ok).unwrap(),
-            (G1.to_string(), "my-rg".into(), "microsoft.managedidentity/userassignedidentities".into(), "x".into())
+            (
+                G1.to_string(),
+                "my-rg".into(),
+                "microsoft.managedidentity/userassignedidentities".into(),
+                "x".into()
+            )
         );
     }
 

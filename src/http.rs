@@ -142,7 +142,12 @@ impl Http {
     }
 
     /// Download to bytes (the agent installer), through the proxy.
-    pub fn download(&self, url: &str, timeout: Duration, limit: u64) -> Result<(u16, Vec<u8>), Failure> {
+    pub fn download(
+        &self,
+        url: &str,
+        timeout: Duration,
+        limit: u64,
+    ) -> Result<(u16, Vec<u8>), Failure> {
         let agent = self.agent_for(url)?;
         let mut resp = agent
             .get(url)
@@ -179,8 +184,12 @@ impl Http {
                 if let Some(a) = via.get(&key) {
                     return Ok(a.clone());
                 }
-                let p = ureq::Proxy::new(&key)
-                    .map_err(|e| Failure::Proxy(format!("cannot use proxy {proxy}: {}", scrub(&e.to_string(), &proxy))))?;
+                let p = ureq::Proxy::new(&key).map_err(|e| {
+                    Failure::Proxy(format!(
+                        "cannot use proxy {proxy}: {}",
+                        scrub(&e.to_string(), &proxy)
+                    ))
+                })?;
                 let a = build_agent(Some(p), tls.or_else(|| self.tls().ok()));
                 via.insert(key, a.clone());
                 Ok(a)
@@ -301,7 +310,11 @@ fn load_tls() -> Result<TlsConfig, String> {
             sources.join(", ")
         ));
     }
-    log::debug!("trusting {} CA certificates from {}", certs.len(), sources.join(", "));
+    log::debug!(
+        "trusting {} CA certificates from {}",
+        certs.len(),
+        sources.join(", ")
+    );
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     Ok(TlsConfig::builder()
         .root_certs(RootCerts::Specific(Arc::new(certs)))

@@ -58,7 +58,12 @@ pub fn token_url(endpoint: &str, resource: &str, identity: &Identity) -> String 
 }
 
 /// What one token answer means.
-pub fn classify_token_reply(status: u16, body: &str, retry_after: Option<Duration>, identity: &Identity) -> Attempt<AccessToken> {
+pub fn classify_token_reply(
+    status: u16,
+    body: &str,
+    retry_after: Option<Duration>,
+    identity: &Identity,
+) -> Attempt<AccessToken> {
     match status {
         200 => match serde_json::from_str::<TokenResponse>(body) {
             Ok(t) => match t.access_token.and_then(AccessToken::new) {
@@ -162,7 +167,11 @@ pub fn fetch_token(
 ) -> Result<(AccessToken, Claims), Error> {
     let identity = &settings.identity.value;
     let cloud = settings.cloud.value;
-    let url = token_url(&settings.imds_endpoint.value, cloud.token_resource(), identity);
+    let url = token_url(
+        &settings.imds_endpoint.value,
+        cloud.token_resource(),
+        identity,
+    );
     log::info!(
         "requesting a managed-identity token for {} (audience {}) from {} (direct, never through a proxy)",
         identity.describe(),
@@ -178,7 +187,12 @@ pub fn fetch_token(
             let timeout = deadline.clock.real(deadline.bounded(IMDS_REQUEST_TIMEOUT));
             match http.imds_get(&url, timeout) {
                 Ok(reply) => {
-                    let a = classify_token_reply(reply.status, &reply.body, reply.retry_after, identity);
+                    let a = classify_token_reply(
+                        reply.status,
+                        &reply.body,
+                        reply.retry_after,
+                        identity,
+                    );
                     if let Attempt::Done(_) = a {
                         log::info!("IMDS token attempt {n}: HTTP 200, got a token");
                     }
@@ -190,7 +204,8 @@ pub fn fetch_token(
                 },
             }
         },
-        |last| Error::NoToken {
+        |last| {
+            Error::NoToken {
             detail: format!(
                 "IMDS at {} gave no token before the deadline ({}); last answer: {last}",
                 settings.imds_endpoint.value,
@@ -199,11 +214,13 @@ pub fn fetch_token(
             advice: "check that this VM has a managed identity and reaches 169.254.169.254 directly \
                      (Nexus: `curl -H Metadata:true http://169.254.169.254/healthz`), then run arc-enroll again"
                 .into(),
+        }
         },
     )?;
     let claims = token::decode_claims(&token).map_err(|e| Error::NoToken {
         detail: format!("IMDS returned a token that cannot be read: {e}"),
-        advice: "refusing to hand it to the agent; check that --imds-endpoint is the real IMDS".into(),
+        advice: "refusing to hand it to the agent; check that --imds-endpoint is the real IMDS"
+            .into(),
     })?;
     if let Some(why) = token::refusal(
         &claims,
@@ -213,9 +230,10 @@ pub fn fetch_token(
     ) {
         return Err(Error::NoToken {
             detail: format!("refusing the token from IMDS: {why}"),
-            advice: "check --cloud and --tenant-id against the identity's tenant; a token too close to \
+            advice:
+                "check --cloud and --tenant-id against the identity's tenant; a token too close to \
                      expiry usually clears if you run arc-enroll again in a few minutes"
-                .into(),
+                    .into(),
         });
     }
     let kind = token::identity_kind(&claims);
@@ -227,7 +245,10 @@ pub fn fetch_token(
             claims.xms_mirid.as_deref().unwrap_or("?")
         );
     }
-    let left = claims.exp.unwrap_or(0).saturating_sub(deadline.clock.unix_now());
+    let left = claims
+        .exp
+        .unwrap_or(0)
+        .saturating_sub(deadline.clock.unix_now());
     log::info!(
         "token: tenant {}, object id {}, expires in {}",
         claims.tid.as_deref().unwrap_or("?"),
@@ -239,7 +260,9 @@ pub fn fetch_token(
 
 fn transport_reason(f: &Failure) -> String {
     match f {
-        Failure::Timeout(_) => "no answer within the request time-out (IMDS busy or updating)".into(),
+        Failure::Timeout(_) => {
+            "no answer within the request time-out (IMDS busy or updating)".into()
+        }
         Failure::Connect(m) => format!("cannot reach IMDS: {m}"),
         other => format!("request failed: {other}"),
     }
@@ -269,7 +292,9 @@ pub fn instance_metadata(http: &Http, endpoint: &str, deadline: &Deadline) -> Op
         "{}{INSTANCE_PATH}?api-version={INSTANCE_API_VERSION}&format=json",
         endpoint.trim_end_matches('/')
     );
-    let timeout = deadline.clock.real(deadline.bounded(INSTANCE_REQUEST_TIMEOUT));
+    let timeout = deadline
+        .clock
+        .real(deadline.bounded(INSTANCE_REQUEST_TIMEOUT));
     match http.imds_get(&url, timeout) {
         Ok(r) if r.status == 200 => match serde_json::from_str::<Compute>(&r.body) {
             Ok(c) => Some(c),
@@ -279,7 +304,10 @@ pub fn instance_metadata(http: &Http, endpoint: &str, deadline: &Deadline) -> Op
             }
         },
         Ok(r) => {
-            log::info!("IMDS instance metadata not available (HTTP {}); not using it", r.status);
+            log::info!(
+                "IMDS instance metadata not available (HTTP {}); not using it",
+                r.status
+            );
             None
         }
         Err(f) => {
@@ -317,7 +345,11 @@ mod tests {
     #[test]
     fn token_url_encodes_resource_and_selector() {
         let id = Identity::ResourceId("/subscriptions/s/resourceGroups/rg/providers/Microsoft.ManagedIdentity/userAssignedIdentities/x".into());
-        let u = token_url("http://169.254.169.254/", "https://management.azure.com/", &id);
+        let u = token_url(
+            "http://169.254.169.254/",
+            "https://management.azure.com/",
+            &id,
+        );
         assert_eq!(
             u,
             "http://169.254.169.254/metadata/identity/oauth2/token?api-version=2018-02-01&resource=https%3A%2F%2Fmanagement.azure.com%2F&msi_res_id=%2Fsubscriptions%2Fs%2FresourceGroups%2Frg%2Fproviders%2FMicrosoft.ManagedIdentity%2FuserAssignedIdentities%2Fx"
@@ -343,11 +375,27 @@ mod tests {
             (408, "", "retry"),
             (410, "", "retry"),
             (429, "", "retry"),
-            (500, r#"{"error":"unknown","error_description":"Failed to retrieve token from the Active directory"}"#, "retry"),
+            (
+                500,
+                r#"{"error":"unknown","error_description":"Failed to retrieve token from the Active directory"}"#,
+                "retry",
+            ),
             (503, "", "retry"),
-            (400, r#"{"error":"invalid_request","error_description":"Identity not found"}"#, "fail"),
-            (400, r#"{"error":"invalid_request","error_description":"Required metadata header not specified"}"#, "fail"),
-            (401, r#"{"error":"unknown_source","error_description":"Unknown Source"}"#, "fail"),
+            (
+                400,
+                r#"{"error":"invalid_request","error_description":"Identity not found"}"#,
+                "fail",
+            ),
+            (
+                400,
+                r#"{"error":"invalid_request","error_description":"Required metadata header not specified"}"#,
+                "fail",
+            ),
+            (
+                401,
+                r#"{"error":"unknown_source","error_description":"Unknown Source"}"#,
+                "fail",
+            ),
             (403, "", "fail"),
         ];
         for (status, body, want) in cases {
@@ -359,12 +407,19 @@ mod tests {
     #[test]
     fn identity_not_found_gives_advice_for_the_identity_asked_for() {
         let body = r#"{"error":"invalid_request","error_description":"Identity not found"}"#;
-        let Attempt::Fail(e) = classify_token_reply(400, body, None, &Identity::SystemAssigned) else {
+        let Attempt::Fail(e) = classify_token_reply(400, body, None, &Identity::SystemAssigned)
+        else {
             panic!("must fail")
         };
         assert_eq!(e.exit_code(), 3);
-        assert!(e.to_string().contains("no system-assigned managed identity"), "{e}");
-        let Attempt::Fail(e) = classify_token_reply(400, body, None, &Identity::ClientId("abc".into())) else {
+        assert!(
+            e.to_string()
+                .contains("no system-assigned managed identity"),
+            "{e}"
+        );
+        let Attempt::Fail(e) =
+            classify_token_reply(400, body, None, &Identity::ClientId("abc".into()))
+        else {
             panic!("must fail")
         };
         assert!(e.to_string().contains("client id abc"), "{e}");
@@ -372,8 +427,15 @@ mod tests {
 
     #[test]
     fn retry_after_is_passed_on() {
-        match classify_token_reply(429, "", Some(Duration::from_secs(3)), &Identity::SystemAssigned) {
-            Attempt::Retry { retry_after, .. } => assert_eq!(retry_after, Some(Duration::from_secs(3))),
+        match classify_token_reply(
+            429,
+            "",
+            Some(Duration::from_secs(3)),
+            &Identity::SystemAssigned,
+        ) {
+            Attempt::Retry { retry_after, .. } => {
+                assert_eq!(retry_after, Some(Duration::from_secs(3)))
+            }
             _ => panic!("429 must be retried"),
         }
     }

@@ -237,7 +237,7 @@ pub fn retry<T>(
 /// Parse a `Retry-After` header: delta-seconds only (IMDS and ARM send seconds).
 pub fn parse_retry_after(value: &str) -> Option<Duration> {
     let secs: f64 = value.trim().parse().ok()?;
-    (secs.is_finite() && secs >= 0.0 && secs <= 3600.0).then(|| Duration::from_secs_f64(secs))
+    (secs.is_finite() && (0.0..=3600.0).contains(&secs)).then(|| Duration::from_secs_f64(secs))
 }
 
 /// Parse a duration setting: `90`, `90s`, `15m`, `1h30m`, `500ms`.
