@@ -15,7 +15,11 @@ pub fn apply(agent: &Agent, settings: &Settings, deadline: &Deadline) -> Result<
 }
 
 /// Wanted vs current agent settings for `status --json`. (in progress)
-pub fn status_json(agent: Option<&Agent>, settings: &Settings, deadline: &Deadline) -> serde_json::Value {
+pub fn status_json(
+    agent: Option<&Agent>,
+    settings: &Settings,
+    deadline: &Deadline,
+) -> serde_json::Value {
     let _ = (agent, deadline);
     match &settings.agent {
         Some(a) => serde_json::json!({"wanted": a.value}),

@@ -40,9 +40,15 @@ pub fn status(settings: &Settings, deadline: &Deadline) -> Result<u8, Error> {
         Err(e) => Err(e.to_string()),
     });
     let show_ok = show.as_ref().and_then(|r| r.as_ref().ok());
-    let agent_vm_uuid = show_ok.map(|s| s.vm_uuid.as_str()).filter(|s| !s.is_empty());
+    let agent_vm_uuid = show_ok
+        .map(|s| s.vm_uuid.as_str())
+        .filter(|s| !s.is_empty());
     let (state_json, state_text, verdict) = match &loaded {
-        Loaded::Absent => (json!(null), "no state file (not enrolled by arc-enroll)".to_string(), json!({"verdict": "not-enrolled"})),
+        Loaded::Absent => (
+            json!(null),
+            "no state file (not enrolled by arc-enroll)".to_string(),
+            json!({"verdict": "not-enrolled"}),
+        ),
         Loaded::Corrupt { path, reason } => (
             json!({"corrupt": true, "path": path, "reason": reason}),
             format!("state file {} is unusable: {reason}", path.display()),
@@ -50,12 +56,21 @@ pub fn status(settings: &Settings, deadline: &Deadline) -> Result<u8, Error> {
         ),
         Loaded::Present(st) => {
             let v = match state::clone_verdict(st, &fp, agent_vm_uuid) {
-                CloneVerdict::Same => json!({"verdict": "same-machine", "why": "product_uuid, machine-id and the agent's VM UUID match the enrollment"}),
-                CloneVerdict::Clone { evidence } => json!({"verdict": "clone", "evidence": evidence}),
+                CloneVerdict::Same => {
+                    json!({"verdict": "same-machine", "why": "product_uuid, machine-id and the agent's VM UUID match the enrollment"})
+                }
+                CloneVerdict::Clone { evidence } => {
+                    json!({"verdict": "clone", "evidence": evidence})
+                }
             };
             (
                 serde_json::to_value(st).unwrap_or(json!(null)),
-                format!("enrolled as {} at {} (agent {})", st.resource_id, st.enrolled_at, st.agent_version.as_deref().unwrap_or("?")),
+                format!(
+                    "enrolled as {} at {} (agent {})",
+                    st.resource_id,
+                    st.enrolled_at,
+                    st.agent_version.as_deref().unwrap_or("?")
+                ),
                 v,
             )
         }
@@ -102,9 +117,21 @@ pub fn status(settings: &Settings, deadline: &Deadline) -> Result<u8, Error> {
         (None, _) => t.push_str("agent:    not installed\n"),
         (Some(_), Some(Ok(s))) => t.push_str(&format!(
             "agent:    {}{}{}\n",
-            if s.status.is_empty() { "unknown" } else { &s.status },
-            if s.has_resource() { format!(" as {}", s.resource_id) } else { String::new() },
-            if s.last_heartbeat.is_empty() { String::new() } else { format!(", last heartbeat {}", s.last_heartbeat) }
+            if s.status.is_empty() {
+                "unknown"
+            } else {
+                &s.status
+            },
+            if s.has_resource() {
+                format!(" as {}", s.resource_id)
+            } else {
+                String::new()
+            },
+            if s.last_heartbeat.is_empty() {
+                String::new()
+            } else {
+                format!(", last heartbeat {}", s.last_heartbeat)
+            }
         )),
         (Some(_), Some(Err(e))) => t.push_str(&format!("agent:    cannot read its status: {e}\n")),
         (Some(_), None) => {}
@@ -112,7 +139,14 @@ pub fn status(settings: &Settings, deadline: &Deadline) -> Result<u8, Error> {
     let vtext = match verdict["verdict"].as_str() {
         Some("clone") => format!(
             "CLONE of an enrolled machine: {}",
-            verdict["evidence"].as_array().map(|a| a.iter().filter_map(|v| v.as_str()).collect::<Vec<_>>().join("; ")).unwrap_or_default()
+            verdict["evidence"]
+                .as_array()
+                .map(|a| a
+                    .iter()
+                    .filter_map(|v| v.as_str())
+                    .collect::<Vec<_>>()
+                    .join("; "))
+                .unwrap_or_default()
         ),
         Some("same-machine") => "same machine as at enrollment".into(),
         Some("not-enrolled") => "not enrolled".into(),
@@ -133,9 +167,15 @@ pub fn disconnect(settings: &Settings, deadline: &Deadline, local_only: bool) ->
         advice: "pass --azcmagent PATH if it is installed elsewhere".into(),
     })?;
     let show = agent.show(deadline).ok();
-    let resource = show.as_ref().map(|s| s.resource_id.clone()).filter(|s| !s.is_empty());
+    let resource = show
+        .as_ref()
+        .map(|s| s.resource_id.clone())
+        .filter(|s| !s.is_empty());
     let out = if local_only {
-        log::info!("disconnecting locally (--force-local-only); the Azure resource {} is kept", resource.as_deref().unwrap_or("(none)"));
+        log::info!(
+            "disconnecting locally (--force-local-only); the Azure resource {} is kept",
+            resource.as_deref().unwrap_or("(none)")
+        );
         agent.disconnect(None, deadline)?
     } else {
         log::info!(
@@ -144,12 +184,20 @@ pub fn disconnect(settings: &Settings, deadline: &Deadline, local_only: bool) ->
         );
         let http = crate::http::Http::new(settings.proxy.clone());
         let (token, _claims) = crate::imds::fetch_token(&http, settings, deadline)?;
-        let mode = if settings.token_on_command_line.value { TokenMode::CommandLine } else { TokenMode::ConfigFile };
+        let mode = if settings.token_on_command_line.value {
+            TokenMode::CommandLine
+        } else {
+            TokenMode::ConfigFile
+        };
         agent.disconnect(Some((&token, mode)), deadline)?
     };
     if out.code != Some(0) {
         return Err(Error::Agent {
-            detail: format!("azcmagent disconnect failed with {}: {}", out.describe(), out.tail_text()),
+            detail: format!(
+                "azcmagent disconnect failed with {}: {}",
+                out.describe(),
+                out.tail_text()
+            ),
             advice: if local_only {
                 "check the agent's services and logs (/var/opt/azcmagent/log/azcmagent.log)".into()
             } else {
@@ -160,9 +208,16 @@ pub fn disconnect(settings: &Settings, deadline: &Deadline, local_only: bool) ->
         });
     }
     let had = state::clear(&settings.state_dir.value)?;
-    let what = if local_only { "disconnected locally; the Azure resource was kept" } else { "disconnected; the Azure resource was deleted" };
+    let what = if local_only {
+        "disconnected locally; the Azure resource was kept"
+    } else {
+        "disconnected; the Azure resource was deleted"
+    };
     log::info!("{what}{}", if had { "; state cleared" } else { "" });
-    print_result(what, json!({"result": what, "resource_id": resource, "local_only": local_only}));
+    print_result(
+        what,
+        json!({"result": what, "resource_id": resource, "local_only": local_only}),
+    );
     Ok(0)
 }
 
@@ -174,7 +229,10 @@ pub fn generalize(settings: &Settings, deadline: &Deadline) -> Result<u8, Error>
     let offline = sysroot != Path::new("/");
     let mut removed: Vec<String> = Vec::new();
     if offline {
-        log::info!("generalizing the image mounted at {} (nothing inside it is run)", sysroot.display());
+        log::info!(
+            "generalizing the image mounted at {} (nothing inside it is run)",
+            sysroot.display()
+        );
         for rel in AGENT_IDENTITY_FILES {
             let p = sysroot.join(rel);
             if remove_path(&p)? {
@@ -188,7 +246,11 @@ pub fn generalize(settings: &Settings, deadline: &Deadline) -> Result<u8, Error>
             }
         }
         let mid = sysroot.join("etc/machine-id");
-        if mid.exists() && std::fs::metadata(&mid).map(|m| m.len() > 0).unwrap_or(false) {
+        if mid.exists()
+            && std::fs::metadata(&mid)
+                .map(|m| m.len() > 0)
+                .unwrap_or(false)
+        {
             // An empty machine-id makes systemd create a new one on the clone's first boot
             // (VM-NOTES: neither systemd nor cloud-init renews a copied one).
             std::fs::write(&mid, "").map_err(|e| Error::io("cannot empty", &mid, e))?;
@@ -210,7 +272,9 @@ pub fn generalize(settings: &Settings, deadline: &Deadline) -> Result<u8, Error>
                         advice: "run it by hand, then `arc-enroll generalize` again before capturing the image".into(),
                     });
                 }
-                removed.push("the agent's local connection (azcmagent disconnect --force-local-only)".into());
+                removed.push(
+                    "the agent's local connection (azcmagent disconnect --force-local-only)".into(),
+                );
             } else {
                 log::info!("the agent holds no resource; nothing to disconnect");
             }
@@ -229,9 +293,15 @@ pub fn generalize(settings: &Settings, deadline: &Deadline) -> Result<u8, Error>
     let what = if removed.is_empty() {
         "already generalized: nothing to remove".to_string()
     } else {
-        format!("generalized: removed {} item(s); binary, unit and config left in place", removed.len())
+        format!(
+            "generalized: removed {} item(s); binary, unit and config left in place",
+            removed.len()
+        )
     };
-    print_result(&what, json!({"result": what, "removed": removed, "offline": offline}));
+    print_result(
+        &what,
+        json!({"result": what, "removed": removed, "offline": offline}),
+    );
     Ok(0)
 }
 
@@ -239,7 +309,10 @@ fn state_files(dir: &Path) -> Vec<PathBuf> {
     let mut v = vec![dir.join(state::STATE_FILE)];
     if let Ok(entries) = std::fs::read_dir(dir) {
         for e in entries.flatten() {
-            if e.file_name().to_string_lossy().starts_with(".state.json.tmp") {
+            if e.file_name()
+                .to_string_lossy()
+                .starts_with(".state.json.tmp")
+            {
                 v.push(e.path());
             }
         }
@@ -263,7 +336,8 @@ fn remove_path(p: &Path) -> Result<bool, Error> {
         Ok(m) if m.is_dir() => std::fs::remove_dir_all(p),
         Ok(_) => std::fs::remove_file(p),
     };
-    res.map(|_| true).map_err(|e| Error::io("cannot remove", p, e))
+    res.map(|_| true)
+        .map_err(|e| Error::io("cannot remove", p, e))
 }
 
 #[cfg(test)]
@@ -272,7 +346,13 @@ mod tests {
 
     #[test]
     fn state_dir_is_rerooted_under_sysroot() {
-        assert_eq!(under(Path::new("/mnt/img"), Path::new("/var/lib/arc-enroll")), PathBuf::from("/mnt/img/var/lib/arc-enroll"));
-        assert_eq!(under(Path::new("/mnt/img"), Path::new("/mnt/img/x")), PathBuf::from("/mnt/img/x"));
+        assert_eq!(
+            under(Path::new("/mnt/img"), Path::new("/var/lib/arc-enroll")),
+            PathBuf::from("/mnt/img/var/lib/arc-enroll")
+        );
+        assert_eq!(
+            under(Path::new("/mnt/img"), Path::new("/mnt/img/x")),
+            PathBuf::from("/mnt/img/x")
+        );
     }
 }
