@@ -115,7 +115,7 @@ pub fn connect(settings: &Settings, deadline: &Deadline) -> Result<Enrolled, Err
     match decide(settings, &loaded, &fingerprint, show.as_ref(), &facts)? {
         Decision::AlreadyDone(state) => {
             return Ok(Enrolled {
-                state,
+                state: *state,
                 action: "already enrolled as this machine; nothing to do",
             })
         }
@@ -366,7 +366,7 @@ fn deadline_error(
 /// What to do before enrolling.
 #[derive(Debug)]
 pub enum Decision {
-    AlreadyDone(State),
+    AlreadyDone(Box<State>),
     CloneReconnect,
     Enroll,
 }
@@ -428,7 +428,7 @@ pub fn decide(
                 }),
                 crate::config::ClonePolicy::Ignore => {
                     log::warn!("this machine is a clone of an enrolled machine: {ev}; ignoring it (--clone-policy ignore)");
-                    Ok(Decision::AlreadyDone(state.cloned().unwrap_or_default()))
+                    Ok(Decision::AlreadyDone(Box::new(state.cloned().unwrap_or_default())))
                 }
             }
         }
@@ -488,7 +488,7 @@ pub fn decide(
             if state.is_none() {
                 state::save(&settings.state_dir.value, &enrolled)?;
             }
-            Ok(Decision::AlreadyDone(enrolled))
+            Ok(Decision::AlreadyDone(Box::new(enrolled)))
         }
     }
 }

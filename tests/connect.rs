@@ -105,7 +105,8 @@ fn user_assigned_by_each_selector_reaches_imds_with_the_right_parameter() {
     let cfg = ImdsConfig::default();
     let ua = cfg.uami("uami-arc");
     let imds = FakeImds::start(ImdsConfig::default().with_user_assigned(ua.clone()));
-    let cases: Vec<(&str, Vec<(&str, String)>, &str, String)> = vec![
+    type Case<'a> = (&'a str, Vec<(&'a str, String)>, &'a str, String);
+    let cases: Vec<Case> = vec![
         (
             "seed UAMI_ID",
             vec![("UAMI_ID", ua.resource_id.clone())],
@@ -290,7 +291,8 @@ fn already_enrolled_rerun_is_a_no_op_without_imds_or_connect() {
 #[test]
 fn bad_settings_exit_2_before_any_network_call() {
     let imds = imds();
-    let cases: &[(&str, &[&str], &[(&str, &str)])] = &[
+    type Case<'a> = (&'a str, &'a [&'a str], &'a [(&'a str, &'a str)]);
+    let cases: &[Case] = &[
         ("non-GUID subscription", &["--subscription-id", "abc"], &[]),
         (
             "non-GUID tenant from env",
@@ -467,9 +469,10 @@ fn token_command_prints_claims_and_derivations_but_not_the_token() {
 
 #[test]
 fn location_required_when_imds_has_no_instance_metadata() {
-    let mut cfg = ImdsConfig::default();
-    cfg.instance_metadata = false;
-    let imds = FakeImds::start(cfg);
+    let imds = FakeImds::start(ImdsConfig {
+        instance_metadata: false,
+        ..Default::default()
+    });
     let sb = Sandbox::new("noloc");
     let r = sb.run(&imds.url(), &["connect"], &[]);
     r.expect_code(2).log_has("--location");

@@ -186,7 +186,8 @@ fn proxy_authentication_works_and_the_password_is_never_logged() {
 #[test]
 fn proxy_command_explains_the_rule() {
     let sb = Sandbox::new("proxy-cmd");
-    let cases: &[(&str, &[(&str, &str)], &str)] = &[
+    type Case<'a> = (&'a str, &'a [(&'a str, &'a str)], &'a str);
+    let cases: &[Case] = &[
         (
             "https://management.azure.com/",
             &[("https_proxy", "http://p:3128")],

@@ -1,6 +1,6 @@
 //! Shared harness for the binary tests: a sandbox per test (sysroot with machine identity files,
 //! state dir, fake agent dir, empty config), the real arc-enroll binary, the fakes, and tinyproxy.
-#![allow(dead_code)]
+#![allow(dead_code, unused_imports)]
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
