@@ -559,7 +559,7 @@ pub fn verify(agent: &Agent, settings: &Settings, deadline: &Deadline) -> Result
             log::info!("{}: verified {}", s.key, have.display());
         } else {
             log::error!(
-                "{}: is {} after connect, but {} is wanted",
+                "{}: is {} after applying, but {} is wanted",
                 s.key,
                 have.display(),
                 s.value.display()
@@ -577,7 +577,7 @@ pub fn verify(agent: &Agent, settings: &Settings, deadline: &Deadline) -> Result
     }
     Err(Error::Agent {
         detail: format!(
-            "the agent's settings do not match after connect: {}",
+            "the agent's settings do not hold (read back after connect or repair): {}",
             wrong.join("; ")
         ),
         advice: "something changed them (an Azure policy, a config mode preset, or another tool); \
