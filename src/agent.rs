@@ -486,6 +486,18 @@ impl Agent {
         Ok(())
     }
 
+    /// `azcmagent config clear PROP`: back to the agent's default (an empty list for lists).
+    pub fn config_clear(&self, prop: &str, deadline: &Deadline) -> Result<(), String> {
+        log::info!("running {} config clear {prop}", self.path.display());
+        let (code, out) = self
+            .run_quiet(&["config", "clear", prop], deadline)
+            .map_err(|e| e.to_string())?;
+        if code != Some(0) {
+            return Err(last_line(&out));
+        }
+        Ok(())
+    }
+
     /// Run a quick, local command; its output is captured, not logged line by line.
     fn run_quiet(
         &self,

@@ -114,10 +114,18 @@ pub fn connect(settings: &Settings, deadline: &Deadline) -> Result<Enrolled, Err
     }
     match decide(settings, &loaded, &fingerprint, show.as_ref(), &facts)? {
         Decision::AlreadyDone(state) => {
+            // Drift repair: the agent's local settings are reapplied without reconnecting.
+            let mut action = "already enrolled as this machine; nothing to do";
+            if let Some(a) = agent.as_ref().filter(|_| settings.agent.is_some()) {
+                if crate::agent_settings::reconcile(a, settings, deadline)? > 0 {
+                    action = "already enrolled as this machine; agent settings repaired";
+                }
+                crate::agent_settings::verify(a, settings, deadline)?;
+            }
             return Ok(Enrolled {
                 state: *state,
-                action: "already enrolled as this machine; nothing to do",
-            })
+                action,
+            });
         }
         Decision::CloneReconnect => {
             let a = agent.as_ref().expect("a clone verdict needs the agent");
@@ -288,6 +296,9 @@ pub fn connect(settings: &Settings, deadline: &Deadline) -> Result<Enrolled, Err
         "state written to {}",
         state_dir.join(state::STATE_FILE).display()
     );
+    // The enrollment stands (state is recorded); settings that did not hold are exit 5, and a
+    // re-run repairs them without reconnecting.
+    crate::agent_settings::verify(&agent, settings, deadline)?;
     Ok(Enrolled {
         state,
         action: if out.code == Some(67) {
