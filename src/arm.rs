@@ -276,11 +276,36 @@ fn classify(status: u16) -> Class {
 pub fn describe_failure(f: &Failure) -> String {
     match f {
         Failure::Tls(m) => format!("TLS failed: {m}"),
+        // ureq 3 hands some rustls errors back wrapped in io::Error; they are still TLS failures.
+        Failure::Other(m) if is_tls_text(m) => {
+            if m.contains("UnknownIssuer") {
+                format!(
+                    "TLS failed: the server's certificate is not trusted (UnknownIssuer: its issuer is not \
+                     in this machine's CA store; {m})"
+                )
+            } else {
+                format!("TLS failed: {m}")
+            }
+        }
         Failure::Proxy(m) => {
             format!("the proxy refused or failed the CONNECT ({m}); allow the host at the proxy")
         }
         other => other.to_string(),
     }
+}
+
+/// True when a transport failure is a TLS (certificate) failure.
+pub fn is_tls_failure(f: &Failure) -> bool {
+    match f {
+        Failure::Tls(_) => true,
+        Failure::Other(m) => is_tls_text(m),
+        _ => false,
+    }
+}
+
+fn is_tls_text(m: &str) -> bool {
+    let m = m.to_ascii_lowercase();
+    m.contains("peer certificate") || m.contains("certificate") && m.contains("invalid")
 }
 
 /// `code: message` from ARM's error body `{"error":{"code":..,"message":..}}`.

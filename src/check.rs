@@ -326,7 +326,7 @@ fn probe(http: &Http, settings: &Settings, url: &str, timeout: Duration) -> Find
                 .map(|(_, h, _)| h)
                 .unwrap_or_else(|| url.to_string());
             let advice = match (&f, &proxy) {
-                (Failure::Tls(_), _) => format!(
+                (f, _) if arm::is_tls_failure(f) => format!(
                     "the certificate presented for {host} is not issued by a CA this machine trusts; if a proxy \
                      inspects TLS, add its CA to the system store (update-ca-certificates) or point SSL_CERT_FILE at \
                      it, or exempt {host} from inspection"
