@@ -165,13 +165,19 @@ pub fn connect(settings: &Settings, deadline: &Deadline) -> Result<Enrolled, Err
         &mut backoff,
         |n| {
             let mut step = || -> Result<Attempt<Outcome>, Error> {
-                let (token, claims) = imds::fetch_token(&http, settings, deadline)?;
+                let (mut token, claims) = imds::fetch_token(&http, settings, deadline)?;
                 if target.borrow().is_none() {
                     let t = resolve_target(settings, &claims, &http, deadline, &facts)?;
                     log::info!(
                         "enrolling as {} in subscription {}, resource group {}, location {}, tenant {}",
                         t.resource_name, t.subscription_id, t.resource_group, t.location, t.tenant_id
                     );
+                    // Azure side first (issue 5): wait for roles/providers, refuse a taken name.
+                    if let Some((fresh, _)) =
+                        crate::check::before_connect(settings, &http, deadline, &t, &facts, &token)?
+                    {
+                        token = fresh;
+                    }
                     *target.borrow_mut() = Some(t);
                 }
                 let t = target.borrow().clone().expect("set above");
