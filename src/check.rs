@@ -670,7 +670,7 @@ pub fn before_connect(
                 let until = deadline.clock.unix_now() + deadline.remaining().as_secs();
                 Ok(Attempt::Retry {
                     reason: format!(
-                        "waiting for {}; polling until {} at the latest",
+                        "not ready: {}; polling until {} at the latest",
                         waiting.join("; "),
                         crate::state::rfc3339(until)
                     ),

@@ -133,6 +133,9 @@ impl Sandbox {
             .env("ARC_ENROLL_SYSROOT", &self.sysroot)
             .env("ARC_ENROLL_STATE_DIR", &self.state_dir)
             .env("ARC_ENROLL_IMDS_ENDPOINT", imds)
+            // ARM on a closed loopback port unless a test starts the fake ARM: no DNS query for
+            // management.azure.com ever leaves this machine.
+            .env("ARC_ENROLL_ARM_ENDPOINT", "https://127.0.0.1:9")
             .env("ARC_ENROLL_AZCMAGENT", fake_agent_bin())
             .env("FAKE_AZCMAGENT_DIR", &self.agent_dir)
             .env("FAKE_AZCMAGENT_SYSROOT", &self.sysroot)
