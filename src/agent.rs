@@ -521,7 +521,9 @@ impl Agent {
         let t_out = std::thread::spawn(move || read_capped(stdout.as_mut()));
         let t_err = std::thread::spawn(move || read_capped(stderr.as_mut()));
         let started = Instant::now();
-        let limit = deadline.clock.real(deadline.bounded(AGENT_QUICK_TIMEOUT));
+        let limit = deadline
+            .clock
+            .io_timeout(deadline.bounded(AGENT_QUICK_TIMEOUT));
         let pid = child.id();
         let status = loop {
             if let Some(st) = child

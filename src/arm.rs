@@ -207,7 +207,9 @@ impl<'a> Arm<'a> {
             deadline,
             &mut backoff,
             |n| {
-                let timeout = deadline.clock.real(deadline.bounded(ARM_REQUEST_TIMEOUT));
+                let timeout = deadline
+                    .clock
+                    .io_timeout(deadline.bounded(ARM_REQUEST_TIMEOUT));
                 match self.http.request("GET", &url, &headers, None, timeout) {
                     Ok(r) => match classify(r.status) {
                         Class::Answer => Attempt::Done(Read::Ok((r.status, r.body))),

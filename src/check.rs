@@ -151,7 +151,9 @@ fn imds_reachable(http: &Http, settings: &Settings, deadline: &Deadline) -> Find
         imds::INSTANCE_PATH,
         imds::INSTANCE_API_VERSION
     );
-    let timeout = deadline.clock.real(deadline.bounded(IMDS_PROBE_TIMEOUT));
+    let timeout = deadline
+        .clock
+        .io_timeout(deadline.bounded(IMDS_PROBE_TIMEOUT));
     match http.imds_get(&url, timeout) {
         Ok(r) => finding(
             "imds",
@@ -290,7 +292,7 @@ fn endpoint_findings(
     agent_missing: bool,
 ) -> Vec<Finding> {
     let list = endpoints(settings, agent_missing);
-    let timeout = deadline.clock.real(deadline.bounded(PROBE_TIMEOUT));
+    let timeout = deadline.clock.io_timeout(deadline.bounded(PROBE_TIMEOUT));
     std::thread::scope(|s| {
         let handles: Vec<_> = list
             .iter()

@@ -20,6 +20,9 @@ pub const BACKOFF_CAP: Duration = Duration::from_secs(30);
 /// How often a sleep wakes to see whether SIGTERM/SIGINT arrived (real time).
 const SLEEP_SLICE: Duration = Duration::from_millis(50);
 
+/// See `Clock::io_timeout`.
+const MIN_REAL_IO_TIMEOUT: Duration = Duration::from_secs(2);
+
 /// The environment variable that speeds the clock up, for tests.
 pub const TIME_SCALE_ENV: &str = "ARC_ENROLL_TIME_SCALE";
 
@@ -74,6 +77,14 @@ impl Clock {
     /// Real duration that corresponds to a virtual one (for socket time-outs).
     pub fn real(&self, virtual_duration: Duration) -> Duration {
         virtual_duration.div_f64(self.scale)
+    }
+
+    /// A socket or child-process time-out in real time: `real(d)`, but never under
+    /// `MIN_REAL_IO_TIMEOUT` (or `d` itself when shorter). With a sped-up clock in tests, a
+    /// loaded machine must not turn a slow-but-healthy loopback answer into a time-out;
+    /// at normal speed this is exactly `d`.
+    pub fn io_timeout(&self, d: Duration) -> Duration {
+        self.real(d).max(d.min(MIN_REAL_IO_TIMEOUT))
     }
 
     /// Sleep for a virtual duration; wakes early and returns `Interrupted` on SIGTERM/SIGINT.

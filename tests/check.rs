@@ -271,7 +271,7 @@ fn connect_waits_for_permissions_then_succeeds() {
     let w = world("connect-perms-later", |c| c.permissions_missing_polls = 2);
     let r = w.run(&["connect"], &[("ARC_ENROLL_TIMEOUT", "10m")]);
     r.expect_code(0);
-    r.log_has("waiting for the identity lacks Microsoft.HybridCompute/machines/read");
+    r.log_has("not ready: the identity lacks Microsoft.HybridCompute/machines/read");
     r.log_has("polling until");
     r.log_has("everything needed is in place now");
     let reads = w.arm.requests_to(arm::PERMISSIONS_PATH_SUFFIX);
