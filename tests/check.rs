@@ -1,7 +1,6 @@
 //! `check`, the Azure-side checks inside `connect`, and `--install-agent`, against the fake ARM
 //! over HTTPS (test CA trusted through SSL_CERT_FILE) reached through a real proxy (tinyproxy).
 
-#[allow(unused_imports)] // the harness re-exports more than these tests use
 mod common;
 
 use arc_enroll_fakes::arm::{self, ArmConfig, FakeArm};
