@@ -1,8 +1,6 @@
 //! The config file's `agent` section end to end: the real binary, the fake IMDS and the fake
 //! agent (which records every call and keeps its `config` properties in agent.json).
 
-// Not every harness re-export is used here.
-#[allow(unused_imports)]
 mod common;
 
 use common::{fake_agent_bin, FakeImds, ImdsConfig, Sandbox};
