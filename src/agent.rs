@@ -11,6 +11,7 @@ use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::os::unix::process::{CommandExt, ExitStatusExt};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -33,6 +34,10 @@ const AGENT_STOP_GRACE: Duration = Duration::from_secs(5);
 const TAIL_LINES: usize = 15;
 /// Longer agent output lines are cut in our log.
 const MAX_LINE_CHARS: usize = 400;
+/// At most this many agent output lines per run go into our log line by line; past that only a
+/// count and the last `TAIL_LINES` lines, so an agent that prints megabytes (debug noise, a
+/// progress bar gone wrong) cannot flood /var/log/cloud-init-output.log.
+const MAX_LOGGED_LINES: usize = 300;
 
 /// Where the agent is: an explicit path, else `azcmagent` on PATH, else the package's path.
 pub fn locate(explicit: Option<&str>) -> Option<PathBuf> {
@@ -277,6 +282,7 @@ impl Agent {
                 advice: "check --azcmagent (or install the agent: --install-agent)".into(),
             })?;
         let tail = Arc::new(Mutex::new(Vec::<String>::new()));
+        let logged = Arc::new(AtomicUsize::new(0));
         let mut redact: Vec<String> = self.redact.clone();
         redact.extend(
             extra_redact
@@ -299,7 +305,8 @@ impl Agent {
         .map(|stream| {
             let tail = tail.clone();
             let redact = redact.clone();
-            std::thread::spawn(move || pump(stream, &tail, &redact))
+            let logged = logged.clone();
+            std::thread::spawn(move || pump(stream, &tail, &redact, &logged))
         })
         .collect();
 
@@ -350,6 +357,17 @@ impl Agent {
             let _ = r.join();
         }
         let tail = tail.lock().map(|t| t.clone()).unwrap_or_default();
+        let lines = logged.load(Ordering::Relaxed);
+        if lines > MAX_LOGGED_LINES {
+            log::info!(
+                "azcmagent: ({} more lines of output not shown; its last {} lines were:)",
+                lines - MAX_LOGGED_LINES,
+                tail.len()
+            );
+            for l in &tail {
+                log::info!("azcmagent: {l}");
+            }
+        }
         Ok(Outcome {
             code: status.code(),
             signal: status.signal(),
@@ -572,7 +590,12 @@ fn last_line(s: &str) -> String {
 }
 
 /// Log each output line as `azcmagent: ...` and keep the last few for error messages.
-fn pump(stream: Box<dyn Read + Send>, tail: &Mutex<Vec<String>>, redact: &[String]) {
+fn pump(
+    stream: Box<dyn Read + Send>,
+    tail: &Mutex<Vec<String>>,
+    redact: &[String],
+    logged: &AtomicUsize,
+) {
     let mut reader = BufReader::new(stream);
     let mut buf = Vec::new();
     loop {
@@ -598,7 +621,14 @@ fn pump(stream: Box<dyn Read + Send>, tail: &Mutex<Vec<String>>, redact: &[Strin
                 line.chars().take(MAX_LINE_CHARS).collect::<String>()
             );
         }
-        log::info!("azcmagent: {}", line.trim_start());
+        let n = logged.fetch_add(1, Ordering::Relaxed) + 1;
+        if n <= MAX_LOGGED_LINES {
+            log::info!("azcmagent: {}", line.trim_start());
+        } else if n == MAX_LOGGED_LINES + 1 {
+            log::info!(
+                "azcmagent: (more than {MAX_LOGGED_LINES} lines of output; the rest is not logged line by line)"
+            );
+        }
         if let Ok(mut t) = tail.lock() {
             t.push(line.trim().to_string());
             if t.len() > TAIL_LINES {

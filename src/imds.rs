@@ -83,9 +83,9 @@ pub fn classify_token_reply(
                 retry_after: None,
             },
         },
-        404 => retry_reason("HTTP 404 (IMDS is updating)", retry_after),
+        404 => updating("HTTP 404 (IMDS is updating)", retry_after),
         408 => retry_reason("HTTP 408 (request time-out)", retry_after),
-        410 => retry_reason(
+        410 => updating(
             "HTTP 410 (IMDS is updating; Microsoft says it is back within 70 s)",
             retry_after,
         ),
@@ -132,6 +132,18 @@ pub fn classify_token_reply(
                      settings and that 169.254.169.254 is the real IMDS, not a proxy"
                 .into(),
         }),
+    }
+}
+
+/// "IMDS is updating" (404/410): poll every 1–2 s so the token comes promptly once IMDS is back
+/// (a backoff would grow to 30 s); a `Retry-After`, if IMDS sends one, still wins.
+fn updating(reason: &str, retry_after: Option<Duration>) -> Attempt<AccessToken> {
+    match retry_after {
+        Some(_) => retry_reason(reason, retry_after),
+        None => Attempt::Poll {
+            reason: reason.to_string(),
+            every: crate::retry::IMDS_UPDATING_POLL,
+        },
     }
 }
 
@@ -340,6 +352,7 @@ mod tests {
         match a {
             Attempt::Done(_) => "done",
             Attempt::Retry { .. } => "retry",
+            Attempt::Poll { .. } => "poll",
             Attempt::Fail(_) => "fail",
         }
     }
@@ -373,9 +386,10 @@ mod tests {
             (200, r#"{"access_token":"null"}"#, "retry"),
             (200, "<html>proxy login</html>", "retry"),
             (200, r#"{"access_tok"#, "retry"),
-            (404, "", "retry"),
+            // "IMDS is updating": polled every 1-2 s, not backed off.
+            (404, "", "poll"),
             (408, "", "retry"),
-            (410, "", "retry"),
+            (410, "", "poll"),
             (429, "", "retry"),
             (
                 500,
@@ -439,6 +453,18 @@ mod tests {
                 assert_eq!(retry_after, Some(Duration::from_secs(3)))
             }
             _ => panic!("429 must be retried"),
+        }
+        // A Retry-After on 410 wins over polling.
+        match classify_token_reply(
+            410,
+            "",
+            Some(Duration::from_secs(5)),
+            &Identity::SystemAssigned,
+        ) {
+            Attempt::Retry { retry_after, .. } => {
+                assert_eq!(retry_after, Some(Duration::from_secs(5)))
+            }
+            _ => panic!("410 with Retry-After must honour it"),
         }
     }
 

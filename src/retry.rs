@@ -4,8 +4,28 @@
 //! (~0, 2, 6, 14, 30 s, max 60 s); 410 means "available within 70 s", so nothing here gives up on a
 //! transient answer before the deadline does. We wait `BACKOFF_BASE × 2^(n-1)` capped at
 //! `BACKOFF_CAP`, with "equal jitter" (half fixed, half random) so a fleet booting from one image
-//! does not retry in lock-step. A server's `Retry-After` is a floor: we wait at least that long,
-//! plus a random share of it, which spreads a throttled fleet instead of re-synchronising it.
+//! does not retry in lock-step.
+//!
+//! "IMDS is updating" (404/410) is polled instead (`Attempt::Poll`): every 1–2 s, so the token
+//! comes within about 2 s of IMDS being back rather than up to a 30 s backoff step later. IMDS is
+//! per host, so one VM polling at under 1 request/s is far below its 20 requests/s identity limit.
+//!
+//! A server's `Retry-After` is a floor. On top of it comes a random share of a window that grows
+//! with each consecutive failure: `RA + U^0.7 × min(2·RA·1.5^(n-1), BACKOFF_CAP)`. Why this shape
+//! (measured with `make fleet`: N VMs at once against an IMDS that serves 20 token requests/s and
+//! answers the rest 429 `Retry-After: 1`; see BENCHMARKS.md):
+//! - Retrying right after `Retry-After` re-synchronises the fleet: every second N−20 clients come
+//!   back together and 20 get through, ~N/40 requests per enrollment (13 at N = 500).
+//! - A client cannot know N; all it learns is how many times in a row it was throttled. The first
+//!   retry must land within ~3 s, or a small fleet (N = 50, ideal 2.5 s) overshoots 1.5× its ideal
+//!   wall time; a large fleet then spends that first retry mostly on 429s. So no schedule meets
+//!   "wall ≤ 1.5× ideal" at N = 50 and "≤ 3 requests per enrollment" at N = 500 at once (the
+//!   bound: with ~all first retries inside 3 s, at N = 500 ~430 of 480 fail twice, ≥ 3.6
+//!   requests each). The window starts at 2·RA and grows 1.5× per failure: with simulated
+//!   fleets it keeps the wall time ≤ 1.5× ideal at N = 50, 200, 500 and the requests at
+//!   1.6 / 2.9 / 4.4 per enrollment (the previous "RA + U × max(RA, backoff/2)" gave
+//!   1.8 / 3.6 / 5.3 with 1.56× wall at N = 50). `U^0.7` leans the share slightly late in the
+//!   window, where the server has room once the first retries are served.
 //!
 //! `ARC_ENROLL_TIME_SCALE` (tests only) runs the clock faster: with `100`, a logged 8 s wait sleeps
 //! 80 ms and the 15 min deadline passes in 9 s of real time. Every decision sees the scaled
@@ -17,6 +37,14 @@ use crate::error::Error;
 
 pub const BACKOFF_BASE: Duration = Duration::from_secs(1);
 pub const BACKOFF_CAP: Duration = Duration::from_secs(30);
+/// `Attempt::Poll` for "IMDS is updating" (404/410): wait between half of this and all of it.
+pub const IMDS_UPDATING_POLL: Duration = Duration::from_secs(2);
+/// After a `Retry-After`, the random share's window starts at this many times the server's value
+/// and grows by `RETRY_AFTER_GROWTH` per consecutive failure (see the module comment).
+const RETRY_AFTER_WINDOW: f64 = 2.0;
+const RETRY_AFTER_GROWTH: f64 = 1.5;
+/// The share is `U^RETRY_AFTER_SKEW` of the window (U uniform in [0, 1)).
+const RETRY_AFTER_SKEW: f64 = 0.7;
 /// How often a sleep wakes to see whether SIGTERM/SIGINT arrived (real time).
 const SLEEP_SLICE: Duration = Duration::from_millis(50);
 
@@ -136,6 +164,12 @@ pub enum Attempt<T> {
         reason: String,
         retry_after: Option<Duration>,
     },
+    /// The server says it is coming back soon (IMDS 404/410 "updating"): poll steadily, every
+    /// `every/2 .. every` with jitter, instead of backing off, so the answer is seen promptly.
+    Poll {
+        reason: String,
+        every: Duration,
+    },
     /// A permanent failure: stop now.
     Fail(Error),
 }
@@ -184,11 +218,22 @@ impl Backoff {
             .min(self.cap);
         let jittered = exp / 2 + exp.mul_f64(self.unit() / 2.0);
         match retry_after {
-            // The server's floor, plus up to as much again (and at least the backoff's own jitter),
-            // so a throttled fleet spreads out over the next windows instead of all coming back at once.
-            Some(ra) => ra + ra.max(exp / 2).mul_f64(self.unit()),
+            // The server's floor, plus a random share of a window that grows with each failure, so
+            // a throttled fleet spreads out over the next windows instead of all coming back at once.
+            Some(ra) => {
+                let growth = RETRY_AFTER_GROWTH.powi(attempt.saturating_sub(1).min(32) as i32);
+                let window = ra
+                    .mul_f64(RETRY_AFTER_WINDOW * growth)
+                    .min(self.cap.max(ra));
+                ra + window.mul_f64(self.unit().powf(RETRY_AFTER_SKEW))
+            }
             None => jittered,
         }
+    }
+
+    /// A steady poll: between half of `every` and all of it.
+    pub fn poll(&mut self, every: Duration) -> Duration {
+        every / 2 + (every / 2).mul_f64(self.unit())
     }
 }
 
@@ -213,7 +258,7 @@ pub fn retry<T>(
     let mut attempt = 1;
     loop {
         crate::signals::check()?;
-        match op(attempt) {
+        let (reason, retry_after, wait) = match op(attempt) {
             Attempt::Done(v) => return Ok(v),
             Attempt::Fail(e) => return Err(e),
             Attempt::Retry {
@@ -221,27 +266,29 @@ pub fn retry<T>(
                 retry_after,
             } => {
                 let wait = backoff.delay(attempt, retry_after);
-                let remaining = deadline.remaining();
-                if wait >= remaining {
-                    log::warn!(
-                        "{what} attempt {attempt}: {reason}; no time left for another try (deadline in {})",
-                        human(remaining)
-                    );
-                    return Err(on_deadline(reason));
-                }
-                let why = match retry_after {
-                    Some(ra) => format!(" (server asked for Retry-After {})", human(ra)),
-                    None => String::new(),
-                };
-                log::warn!(
-                    "{what} attempt {attempt}: {reason}; retrying in {}{why} (deadline in {})",
-                    human(wait),
-                    human(remaining)
-                );
-                deadline.clock.sleep(wait)?;
-                attempt += 1;
+                (reason, retry_after, wait)
             }
+            Attempt::Poll { reason, every } => (reason, None, backoff.poll(every)),
+        };
+        let remaining = deadline.remaining();
+        if wait >= remaining {
+            log::warn!(
+                "{what} attempt {attempt}: {reason}; no time left for another try (deadline in {})",
+                human(remaining)
+            );
+            return Err(on_deadline(reason));
         }
+        let why = match retry_after {
+            Some(ra) => format!(" (server asked for Retry-After {})", human(ra)),
+            None => String::new(),
+        };
+        log::warn!(
+            "{what} attempt {attempt}: {reason}; retrying in {}{why} (deadline in {})",
+            human(wait),
+            human(remaining)
+        );
+        deadline.clock.sleep(wait)?;
+        attempt += 1;
     }
 }
 
@@ -340,10 +387,84 @@ mod tests {
         let waits: Vec<f64> = (0..200)
             .map(|_| b.delay(1, Some(Duration::from_secs(2))).as_secs_f64())
             .collect();
-        assert!(waits.iter().all(|w| (2.0..=4.0).contains(w)), "{waits:?}");
+        // First failure: RA + a share of a 2·RA window.
+        assert!(waits.iter().all(|w| (2.0..=6.0).contains(w)), "{waits:?}");
         let spread = waits.iter().cloned().fold(f64::MIN, f64::max)
             - waits.iter().cloned().fold(f64::MAX, f64::min);
-        assert!(spread > 1.0, "jitter must spread retries, spread {spread}");
+        assert!(spread > 2.5, "jitter must spread retries, spread {spread}");
+    }
+
+    #[test]
+    fn retry_after_window_grows_with_consecutive_throttles_up_to_the_cap() {
+        let mut b = Backoff::seeded(Duration::from_secs(1), Duration::from_secs(30), 5);
+        let ra = Some(Duration::from_secs(1));
+        for (attempt, window) in [
+            (1, 2.0),
+            (2, 3.0),
+            (3, 4.5),
+            (5, 10.125),
+            (12, 30.0),
+            (40, 30.0),
+        ] {
+            let waits: Vec<f64> = (0..300)
+                .map(|_| b.delay(attempt, ra).as_secs_f64())
+                .collect();
+            let max = waits.iter().cloned().fold(f64::MIN, f64::max);
+            let min = waits.iter().cloned().fold(f64::MAX, f64::min);
+            assert!(
+                min >= 1.0,
+                "attempt {attempt}: below the Retry-After floor: {min}"
+            );
+            assert!(
+                max <= 1.0 + window + 1e-9,
+                "attempt {attempt}: {max} past 1 + {window}"
+            );
+            assert!(
+                max > 1.0 + window * 0.9,
+                "attempt {attempt}: the window is not used: {max}"
+            );
+        }
+        // A Retry-After longer than the cap is still honoured.
+        assert!(b.delay(3, Some(Duration::from_secs(60))) >= Duration::from_secs(60));
+    }
+
+    #[test]
+    fn polling_waits_between_half_and_all_of_the_interval() {
+        let mut b = Backoff::seeded(Duration::from_secs(1), Duration::from_secs(30), 11);
+        for _ in 0..200 {
+            let d = b.poll(IMDS_UPDATING_POLL);
+            assert!(
+                d >= IMDS_UPDATING_POLL / 2 && d <= IMDS_UPDATING_POLL,
+                "{d:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn retry_polls_steadily_instead_of_backing_off() {
+        let clock = Clock::with_scale(1000.0);
+        let deadline = Deadline::new(clock, Duration::from_secs(60));
+        let mut b = Backoff::seeded(Duration::from_secs(1), Duration::from_secs(30), 9);
+        let mut calls = 0;
+        let r: Result<u32, Error> = retry(
+            "test",
+            &deadline,
+            &mut b,
+            |n| {
+                calls += 1;
+                if n < 20 {
+                    Attempt::Poll {
+                        reason: "HTTP 410".into(),
+                        every: IMDS_UPDATING_POLL,
+                    }
+                } else {
+                    Attempt::Done(n)
+                }
+            },
+            |_| unreachable!("20 polls of at most 2 s fit in 60 s"),
+        );
+        assert_eq!(r.unwrap(), 20);
+        assert_eq!(calls, 20);
     }
 
     #[test]

@@ -267,7 +267,7 @@ proptest! {
         for id in &ids {
             match classify_token_reply(status, &body, ra.map(Duration::from_secs), id) {
                 Attempt::Done(tok) => prop_assert!(!tok.expose().is_empty()),
-                Attempt::Retry { reason, .. } => prop_assert!(reason.contains(&status.to_string()) || reason.len() > 10, "{reason}"),
+                Attempt::Retry { reason, .. } | Attempt::Poll { reason, .. } => prop_assert!(reason.contains(&status.to_string()) || reason.len() > 10, "{reason}"),
                 Attempt::Fail(e) => {
                     prop_assert_eq!(e.exit_code(), 3, "{}", e);
                     let msg = e.to_string();
