@@ -44,3 +44,23 @@ fmt:
 
 clean:
 	$(CARGO) clean
+
+## Issue 7: reliability and performance under fire.
+.PHONY: faults fleet
+FLEET_N ?= 50,200,500
+
+## The fault matrix alone, printing its table (case, exit code, wall time); `make test` runs it too.
+faults: setup-test
+	$(CARGO) build --workspace --locked
+	$(CARGO) test --locked --test faults -- --nocapture
+
+## N arc-enroll processes at once (release build) against a fake IMDS throttling at 20 requests/s.
+fleet: build
+	$(CARGO) build --locked -p arc-enroll-fakes
+	$(FAKES_BIN)/fleet --arc-enroll $(RELEASE_BIN) --n $(FLEET_N) --out target/fleet.md
+
+## BENCHMARKS.md: size, RSS and time against bare curl, 410 recovery, and the Azure CLI path.
+## Not part of `make test`; the Azure CLI venv is cached in /var/cache/arc-enroll-bench.
+bench: build
+	$(CARGO) build --locked -p arc-enroll-fakes
+	ARC_ENROLL_BIN=$(RELEASE_BIN) FAKES=$(FAKES_BIN) bash tests/bench/bench.sh BENCHMARKS.md
