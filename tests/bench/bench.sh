@@ -27,12 +27,14 @@ pids=()
 cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; rm -rf "$work"; }
 trap cleanup EXIT
 
-start_imds() { # name, extra args...
+start_imds() { # name, extra args... -> sets URL and LAST_PID (not in a subshell: pids must stick)
   local name=$1; shift
+  rm -f "$work/$name.port"
   "$FAKES/fake-imds" --listen 127.0.0.1:0 --port-file "$work/$name.port" --quiet "$@" > /dev/null 2>&1 &
-  pids+=($!)
+  LAST_PID=$!
+  pids+=("$LAST_PID")
   for _ in $(seq 200); do [ -s "$work/$name.port" ] && break; sleep 0.02; done
-  echo "http://127.0.0.1:$(cat "$work/$name.port")"
+  URL="http://127.0.0.1:$(cat "$work/$name.port")"
 }
 
 # One pretend machine.
@@ -41,7 +43,7 @@ echo "4c4c4544-0051-3010-8052-b4c04f4e4b32" > "$work/sysroot/sys/class/dmi/id/pr
 echo "0123456789abcdef0123456789abcdef" > "$work/sysroot/etc/machine-id"
 echo "bench-vm-01" > "$work/sysroot/etc/hostname"
 
-IMDS=$(start_imds imds --no-token-jitter)
+start_imds imds --no-token-jitter; IMDS=$URL
 TOKEN_URL="$IMDS/metadata/identity/oauth2/token?api-version=2018-02-01&resource=https%3A%2F%2Fmanagement.azure.com%2F"
 export ARC_ENROLL_IMDS_ENDPOINT="$IMDS" ARC_ENROLL_CONFIG="" ARC_ENROLL_SYSROOT="$work/sysroot"
 export ARC_ENROLL_STATE_DIR="$work/state" ARC_ENROLL_ARM_ENDPOINT="https://127.0.0.1:9"
@@ -80,12 +82,11 @@ echo "== time to token after IMDS turns from 410 to 200"
 GONE=${BENCH_GONE_SECS:-8}
 recov=()
 for i in 1 2 3 4 5; do
-  rm -f "$work/gone.port"
   t0=$(date +%s.%N)
-  G=$(start_imds gone --gone-for "$GONE")
-  "$BIN" token --location eastus -q --imds-endpoint "$G" > /dev/null 2>&1
+  start_imds gone --gone-for "$GONE"
+  "$BIN" token --location eastus -q --imds-endpoint "$URL" > /dev/null 2>&1
   t1=$(date +%s.%N)
-  kill "${pids[-1]}" 2>/dev/null || true
+  kill "$LAST_PID" 2>/dev/null || true
   # IMDS started (at the latest) at t0 and turned 200 GONE seconds later.
   recov+=("$(python3 -c "print(f'{$t1 - $t0 - $GONE:.2f}')")")
 done
@@ -116,12 +117,16 @@ export AZURE_POD_IDENTITY_AUTHORITY_HOST="$IMDS"
 # closed loopback port and fails at once; the fake IMDS is on 127.0.0.1 and bypasses it.
 AZ_ENV="HTTPS_PROXY=http://127.0.0.1:9 HTTP_PROXY=http://127.0.0.1:9 NO_PROXY=127.0.0.1,localhost"
 AZ="$CACHE/venv/bin/az"
-before=$(curl -s -o /dev/null -w '' "$IMDS/healthz"; echo)
 AZ_LOGIN_OUT=$(env $AZ_ENV "$AZ" login --identity --allow-no-subscriptions -o none 2>&1 | tail -3 || true)
-AZ_LOGIN_RSS=$(env $AZ_ENV /usr/bin/time -f %M "$AZ" login --identity --allow-no-subscriptions -o none 2>&1 | tail -1)
+AZ_LOGIN_RSS=$(env $AZ_ENV /usr/bin/time -f %M "$AZ" login --identity --allow-no-subscriptions -o none 2>&1 | tail -1 || true)
+# `az login` could not save its profile (ARM is unreachable on purpose), so write the one it saves for
+# a tenant-level system-assigned identity (azure/cli/core/_profile.py login_with_managed_identity).
+TEN=$(curl -s -H Metadata:true "$TOKEN_URL" | python3 -c 'import sys,json,base64; t=json.load(sys.stdin)["access_token"].split(".")[1]; print(json.loads(base64.urlsafe_b64decode(t+"==="))["tid"])')
+mkdir -p "$AZURE_CONFIG_DIR"
+printf '{"subscriptions": [{"id": "%s", "name": "N/A(tenant level account)", "state": "Enabled", "tenantId": "%s", "isDefault": true, "environmentName": "AzureCloud", "user": {"name": "systemAssignedIdentity", "type": "servicePrincipal", "assignedIdentityInfo": "MSI"}}]}\n' "$TEN" "$TEN" > "$AZURE_CONFIG_DIR/azureProfile.json"
 AZ_TOKEN_OUT=$(env $AZ_ENV "$AZ" account get-access-token --resource https://management.azure.com/ --query expiresOn -o tsv 2>&1 | tail -2 || true)
-AZ_TOKEN_RSS=$(env $AZ_ENV /usr/bin/time -f %M "$AZ" account get-access-token --resource https://management.azure.com/ -o none 2>&1 | tail -1)
-hyperfine -N --warmup 1 --runs 10 --export-json "$work/hf-az.json" \
+AZ_TOKEN_RSS=$(env $AZ_ENV /usr/bin/time -f %M "$AZ" account get-access-token --resource https://management.azure.com/ -o none 2>&1 | tail -1 || true)
+hyperfine -N -i --warmup 1 --runs 10 --export-json "$work/hf-az.json" \
   -n "az login --identity" "env $AZ_ENV $AZ login --identity --allow-no-subscriptions -o none" \
   -n "az account get-access-token" "env $AZ_ENV $AZ account get-access-token --resource https://management.azure.com/ -o none" \
   > "$work/hf-az.txt" 2>&1 || { cat "$work/hf-az.txt"; AZ_NOTE="hyperfine over az failed (see above)"; }

@@ -73,9 +73,9 @@ if recov:
     p(f"| time to token after IMDS turns 410 → 200 | median {statistics.median(recov):.2f} s, max {max(recov):.2f} s | goal ≤ 2 s | {'met' if max(recov) <= 2 else 'MISSED'} |")
 azl, azt = az.get("az login --identity"), az.get("az account get-access-token")
 if azl and token:
-    p(f"| `az login --identity`, mean wall | | {ms(azl['mean'])} | arc-enroll token is {azl['mean'] / token['mean']:.0f}× faster |")
+    p(f"| `az login --identity`, mean wall (includes az's retries of the unreachable ARM, see below) | | {ms(azl['mean'])} | {azl['mean'] / token['mean']:.0f}× arc-enroll token |")
 if azt and token:
-    p(f"| `az account get-access-token`, mean wall | | {ms(azt['mean'])} | arc-enroll token is {azt['mean'] / token['mean']:.0f}× faster |")
+    p(f"| `az account get-access-token`, mean wall | | {ms(azt['mean'])} | {azt['mean'] / token['mean']:.0f}× arc-enroll token |")
 for label, key in [("`az login --identity`, peak RSS", "AZ_LOGIN_RSS"), ("`az account get-access-token`, peak RSS", "AZ_TOKEN_RSS")]:
     try:
         v = int(E[key].strip().splitlines()[-1])
@@ -113,6 +113,8 @@ p("  `AZURE_POD_IDENTITY_AUTHORITY_HOST=<fake>`. Everything else az sends (ARM, 
 p("  closed loopback proxy (`HTTPS_PROXY=http://127.0.0.1:9`, `NO_PROXY=127.0.0.1`), so nothing left the")
 p("  machine. `az login --identity --allow-no-subscriptions` then fails at listing subscriptions in ARM")
 p("  (it has the token by then); its time and RSS cover start-up, MSAL and the IMDS token request.")
+p("  For `az account get-access-token` the script writes the profile `az login` would have saved for a")
+p("  tenant-level system-assigned identity (azureProfile.json), so it fetches its token from the fake IMDS.")
 p("  Timed with hyperfine, 10 runs; RSS with /usr/bin/time. Last lines of output:")
 p("  - `az login --identity`: `" + " / ".join(E["AZ_LOGIN_OUT"].split("\n"))[:300] + "`")
 p("  - `az account get-access-token`: `" + " / ".join(E["AZ_TOKEN_OUT"].split("\n"))[:300] + "`")
@@ -134,5 +136,14 @@ if fleet and os.path.exists(fleet):
     p(open(fleet).read().strip())
     p()
     p("(copied from the last `make fleet` run, target/fleet.md; not rerun by `make bench`.)")
+    p()
+    p("Wall time is the last process's exit, from the moment the first is started (spawning 500 processes")
+    p("on this machine takes seconds of it); p50/p99 are times to a successful exit. Where the goal is")
+    p("missed, it is by design of the trade-off explained in src/retry.rs: a client learns only how often")
+    p("it was throttled, so the first retry must come within ~3 s for small fleets to finish near their")
+    p("ideal, and a large fleet then spends those first retries on 429s; no Retry-After jitter meets")
+    p("both ≤ 1.5× wall at N = 50 and ≤ 3 requests per enrollment at N = 500. An IMDS that sent a longer")
+    p("Retry-After under a deeper backlog would let clients do better; the fake always sends 1 s, as")
+    p("the issue specifies.")
 else:
     p("Not measured in this run: `make fleet` writes target/fleet.md, which `make bench` copies here.")
