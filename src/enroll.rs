@@ -102,19 +102,7 @@ pub fn connect(settings: &Settings, deadline: &Deadline) -> Result<Enrolled, Err
         None => None,
     };
     if let Some(s) = &show {
-        log::info!(
-            "agent status: {}{}",
-            if s.status.is_empty() {
-                "unknown"
-            } else {
-                &s.status
-            },
-            if s.has_resource() {
-                format!(" as {}", s.resource_id)
-            } else {
-                String::new()
-            }
-        );
+        log::info!("agent status: {}", s.summary());
     }
     match decide(settings, &loaded, &fingerprint, show.as_ref(), &facts)? {
         Decision::AlreadyDone(state) => {
