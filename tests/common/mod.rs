@@ -76,8 +76,16 @@ impl Sandbox {
 
     /// This machine's identity files.
     pub fn set_machine(&self, product_uuid: &str, machine_id: &str, hostname: &str) {
-        std::fs::write(self.sysroot.join("sys/class/dmi/id/product_uuid"), format!("{product_uuid}\n")).unwrap();
-        std::fs::write(self.sysroot.join("etc/machine-id"), format!("{machine_id}\n")).unwrap();
+        std::fs::write(
+            self.sysroot.join("sys/class/dmi/id/product_uuid"),
+            format!("{product_uuid}\n"),
+        )
+        .unwrap();
+        std::fs::write(
+            self.sysroot.join("etc/machine-id"),
+            format!("{machine_id}\n"),
+        )
+        .unwrap();
         std::fs::write(self.sysroot.join("etc/hostname"), format!("{hostname}\n")).unwrap();
     }
 
@@ -100,7 +108,13 @@ impl Sandbox {
     pub fn agent_calls_of(&self, sub: &str) -> Vec<serde_json::Value> {
         self.agent_calls()
             .into_iter()
-            .filter(|c| c["argv"].as_array().and_then(|a| a.get(1)).and_then(|v| v.as_str()) == Some(sub))
+            .filter(|c| {
+                c["argv"]
+                    .as_array()
+                    .and_then(|a| a.get(1))
+                    .and_then(|v| v.as_str())
+                    == Some(sub)
+            })
             .collect()
     }
 
@@ -128,7 +142,10 @@ impl Sandbox {
             // e.g. qemu-aarch64: run the binary under the emulator.
             let mut q = Command::new(qemu);
             q.arg(bin());
-            let envs: Vec<_> = c.get_envs().map(|(k, v)| (k.to_owned(), v.map(|v| v.to_owned()))).collect();
+            let envs: Vec<_> = c
+                .get_envs()
+                .map(|(k, v)| (k.to_owned(), v.map(|v| v.to_owned())))
+                .collect();
             q.env_clear();
             for (k, v) in envs {
                 if let Some(v) = v {
@@ -191,7 +208,12 @@ impl Run {
     }
 
     pub fn out_has(&self, needle: &str) -> &Run {
-        assert!(self.stdout.contains(needle), "stdout lacks {needle:?}\n--- stdout\n{}\n--- stderr\n{}", self.stdout, self.stderr);
+        assert!(
+            self.stdout.contains(needle),
+            "stdout lacks {needle:?}\n--- stdout\n{}\n--- stderr\n{}",
+            self.stdout,
+            self.stderr
+        );
         self
     }
 }
@@ -247,7 +269,8 @@ impl Tinyproxy {
 
     /// `basic_auth`: Some((user, password)) to require proxy authentication.
     pub fn start(basic_auth: Option<(&str, &str)>) -> Tinyproxy {
-        let bin = Tinyproxy::binary().expect("tinyproxy is not installed: `make setup-test` installs it");
+        let bin =
+            Tinyproxy::binary().expect("tinyproxy is not installed: `make setup-test` installs it");
         let dir = std::env::temp_dir().join(format!(
             "arc-enroll-tinyproxy-{}-{}",
             std::process::id(),
@@ -278,10 +301,18 @@ impl Tinyproxy {
             .expect("start tinyproxy");
         let start = Instant::now();
         while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(start.elapsed() < Duration::from_secs(10), "tinyproxy did not start");
+            assert!(
+                start.elapsed() < Duration::from_secs(10),
+                "tinyproxy did not start"
+            );
             std::thread::sleep(Duration::from_millis(50));
         }
-        Tinyproxy { port, log, child, dir }
+        Tinyproxy {
+            port,
+            log,
+            child,
+            dir,
+        }
     }
 
     pub fn url(&self) -> String {
@@ -302,14 +333,26 @@ impl Drop for Tinyproxy {
 }
 
 pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 /// Assert a secret does not appear anywhere in a run's output.
 pub fn assert_no_secret(run: &Run, secret: &str, what: &str) {
     assert!(!secret.is_empty());
-    assert!(!run.stderr.contains(secret), "{what} leaked into the log:\n{}", run.stderr);
-    assert!(!run.stdout.contains(secret), "{what} leaked into stdout:\n{}", run.stdout);
+    assert!(
+        !run.stderr.contains(secret),
+        "{what} leaked into the log:\n{}",
+        run.stderr
+    );
+    assert!(
+        !run.stdout.contains(secret),
+        "{what} leaked into stdout:\n{}",
+        run.stdout
+    );
 }
 
 pub fn read(p: &Path) -> String {
