@@ -20,6 +20,7 @@ SOURCE_DATE_EPOCH=${SOURCE_DATE_EPOCH:-$(git -C "$repo" log -1 --format=%ct 2>/d
 export SOURCE_DATE_EPOCH
 
 root=$(mktemp -d)
+chmod 0755 "$root"
 trap 'rm -rf "$root"' EXIT
 umask 022
 install -D -m 0755 "$bin" "$root/usr/bin/arc-enroll"
