@@ -1,7 +1,6 @@
 //! The binary's edges: `--version` text, and output into a broken pipe or a full disk (quiet,
 //! non-zero, never a panic). Runs against `ARC_ENROLL_BIN` under `ARC_ENROLL_BIN_RUNNER` too.
 
-#[allow(unused_imports)] // this file needs no fake IMDS
 mod common;
 
 use std::process::Stdio;
