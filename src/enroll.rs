@@ -18,6 +18,10 @@ use crate::token::{AccessToken, Claims};
 /// agent is retried more slowly than IMDS: 5 s doubling to 60 s, jittered.
 pub const AGENT_BACKOFF_BASE: Duration = Duration::from_secs(5);
 pub const AGENT_BACKOFF_CAP: Duration = Duration::from_secs(60);
+/// A fresh token plus `azcmagent connect` needs at least this long; with less left before the
+/// deadline, the run stops with the agent's last answer instead of starting an attempt that
+/// could only fail for lack of time.
+pub const AGENT_MIN_ATTEMPT: Duration = Duration::from_secs(20);
 
 /// What `connect` did, for the result line.
 pub struct Enrolled {
@@ -98,19 +102,7 @@ pub fn connect(settings: &Settings, deadline: &Deadline) -> Result<Enrolled, Err
         None => None,
     };
     if let Some(s) = &show {
-        log::info!(
-            "agent status: {}{}",
-            if s.status.is_empty() {
-                "unknown"
-            } else {
-                &s.status
-            },
-            if s.has_resource() {
-                format!(" as {}", s.resource_id)
-            } else {
-                String::new()
-            }
-        );
+        log::info!("agent status: {}", s.summary());
     }
     match decide(settings, &loaded, &fingerprint, show.as_ref(), &facts)? {
         Decision::AlreadyDone(state) => {
@@ -150,7 +142,8 @@ pub fn connect(settings: &Settings, deadline: &Deadline) -> Result<Enrolled, Err
     }
 
     // 2. Enroll: a fresh token before every attempt, the agent classified after each.
-    let mut backoff = Backoff::new(AGENT_BACKOFF_BASE, AGENT_BACKOFF_CAP);
+    let mut backoff =
+        Backoff::new(AGENT_BACKOFF_BASE, AGENT_BACKOFF_CAP).with_min_attempt(AGENT_MIN_ATTEMPT);
     let target: RefCell<Option<Target>> = RefCell::new(None);
     let mut prepared = false;
     let last_class = Cell::new(AgentClass::Retry);
@@ -198,11 +191,21 @@ pub fn connect(settings: &Settings, deadline: &Deadline) -> Result<Enrolled, Err
                 drop(token);
                 let class = agent::classify(out.code, &out.tail_text());
                 last_class.set(class);
-                log::info!(
-                    "agent connect attempt {n}: {} → {}",
-                    out.describe(),
-                    describe_class(&class)
-                );
+                // Retried classes get their line from the retry loop (reason, wait, deadline).
+                if matches!(
+                    class,
+                    AgentClass::Success
+                        | AgentClass::AlreadyConnected
+                        | AgentClass::NameConflict
+                        | AgentClass::Permanent
+                        | AgentClass::RetryAfterCleanup
+                ) {
+                    log::info!(
+                        "agent connect attempt {n}: {} → {}",
+                        out.describe(),
+                        describe_class(&class)
+                    );
+                }
                 Ok(match class {
                     AgentClass::Success | AgentClass::AlreadyConnected => Attempt::Done(out),
                     AgentClass::NameConflict => Attempt::Fail(Error::NameConflict {

@@ -116,17 +116,8 @@ pub fn status(settings: &Settings, deadline: &Deadline) -> Result<u8, Error> {
     match (&agent, &show) {
         (None, _) => t.push_str("agent:    not installed\n"),
         (Some(_), Some(Ok(s))) => t.push_str(&format!(
-            "agent:    {}{}{}\n",
-            if s.status.is_empty() {
-                "unknown"
-            } else {
-                &s.status
-            },
-            if s.has_resource() {
-                format!(" as {}", s.resource_id)
-            } else {
-                String::new()
-            },
+            "agent:    {}{}\n",
+            s.summary(),
             if s.last_heartbeat.is_empty() {
                 String::new()
             } else {

@@ -179,6 +179,9 @@ pub enum Attempt<T> {
 pub struct Backoff {
     pub base: Duration,
     pub cap: Duration,
+    /// What one attempt needs at least: no wait starts that would leave less than this before
+    /// the deadline (an attempt begun with seconds left can only fail for the wrong reason).
+    pub min_attempt: Duration,
     rng: u64,
 }
 
@@ -187,8 +190,15 @@ impl Backoff {
         Backoff {
             base,
             cap,
+            min_attempt: Duration::ZERO,
             rng: seed(),
         }
+    }
+
+    /// See `min_attempt`.
+    pub fn with_min_attempt(mut self, d: Duration) -> Backoff {
+        self.min_attempt = d;
+        self
     }
 
     /// A backoff with a fixed seed, for tests.
@@ -196,6 +206,7 @@ impl Backoff {
         Backoff {
             base,
             cap,
+            min_attempt: Duration::ZERO,
             rng: seed | 1,
         }
     }
@@ -271,7 +282,7 @@ pub fn retry<T>(
             Attempt::Poll { reason, every } => (reason, None, backoff.poll(every)),
         };
         let remaining = deadline.remaining();
-        if wait >= remaining {
+        if wait + backoff.min_attempt >= remaining {
             log::warn!(
                 "{what} attempt {attempt}: {reason}; no time left for another try (deadline in {})",
                 human(remaining)

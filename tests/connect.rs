@@ -579,3 +579,27 @@ fn user_assigned_identity_answering_a_system_assigned_request_is_reported() {
         .log_has("got a token for the user-assigned identity");
     let _ = UserIdentity::new("x");
 }
+
+#[test]
+fn an_agent_hanging_past_the_deadline_is_stopped_and_the_token_stays_out_of_the_error() {
+    let imds = imds();
+    let sb = Sandbox::new("hang");
+    sb.agent_behaviour(json!({"connect_hang_secs": 600}));
+    let r = sb.run(
+        &imds.url(),
+        &["connect", "--token-on-command-line", "--timeout", "10m"],
+        &[("ARC_ENROLL_TIME_SCALE", "200")],
+    );
+    r.expect_code(7)
+        .log_has("did not finish in time")
+        .log_has("azcmagent connect");
+    for t in tokens_seen(&sb) {
+        assert_no_secret(&r, &t, "the token passed on the command line");
+    }
+    let pid = sb.agent_calls_of("connect")[0]["pid"].as_u64().unwrap();
+    assert!(
+        !std::path::Path::new(&format!("/proc/{pid}")).exists(),
+        "the hung agent was stopped"
+    );
+    assert!(r.elapsed.as_secs() < 30, "{:?}", r.elapsed);
+}

@@ -17,6 +17,20 @@ pub fn bin() -> PathBuf {
         .unwrap_or_else(|| PathBuf::from(env!("CARGO_BIN_EXE_arc-enroll")))
 }
 
+/// A command for the binary under test, wrapped in `ARC_ENROLL_BIN_RUNNER` when that is set (e.g.
+/// `qemu-aarch64` for the aarch64 build: `make test-release`). Tests that run the binary without a
+/// [`Sandbox`] must start it through this, not `Command::new(bin())`, to work under emulation.
+pub fn bin_command() -> Command {
+    match std::env::var_os("ARC_ENROLL_BIN_RUNNER") {
+        Some(runner) => {
+            let mut c = Command::new(runner);
+            c.arg(bin());
+            c
+        }
+        None => Command::new(bin()),
+    }
+}
+
 /// `target/debug` (where `cargo build --workspace` put the fakes).
 pub fn target_dir() -> PathBuf {
     let exe = std::env::current_exe().unwrap();
@@ -126,7 +140,7 @@ impl Sandbox {
 
     /// The command for the real binary, wired to this sandbox and `imds`, with a clean environment.
     pub fn cmd(&self, imds: &str) -> Command {
-        let mut c = Command::new(bin());
+        let mut c = bin_command();
         c.env_clear()
             .env("PATH", std::env::var("PATH").unwrap_or_default())
             .env("ARC_ENROLL_CONFIG", &self.config)
@@ -141,23 +155,6 @@ impl Sandbox {
             .env("FAKE_AZCMAGENT_SYSROOT", &self.sysroot)
             .env("FAKE_AZURE_DIR", &self.azure_dir)
             .stdin(Stdio::null());
-        if let Ok(qemu) = std::env::var("ARC_ENROLL_BIN_RUNNER") {
-            // e.g. qemu-aarch64: run the binary under the emulator.
-            let mut q = Command::new(qemu);
-            q.arg(bin());
-            let envs: Vec<_> = c
-                .get_envs()
-                .map(|(k, v)| (k.to_owned(), v.map(|v| v.to_owned())))
-                .collect();
-            q.env_clear();
-            for (k, v) in envs {
-                if let Some(v) = v {
-                    q.env(k, v);
-                }
-            }
-            q.stdin(Stdio::null());
-            return q;
-        }
         c
     }
 
