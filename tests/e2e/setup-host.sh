@@ -26,7 +26,12 @@ for what in "${@:-e2e deb schema}"; do
     esac
   done
 done
+had_cloud_init=$(command -v cloud-init || true)
 apt_install "${want[@]}"
+# cloud-init is only wanted for `cloud-init schema`: keep it from configuring this host at its next boot.
+if [ -z "$had_cloud_init" ] && command -v cloud-init >/dev/null && [ ! -e /run/cloud-init ]; then
+    mkdir -p /etc/cloud && touch /etc/cloud/cloud-init.disabled
+fi
 case " ${*:-e2e} " in *" e2e "*|*e2e*)
   if ! command -v qemu-system-x86_64 >/dev/null; then
     # qemu-system-x86 must come from the same suite as an installed qemu-utils (VM-NOTES).
