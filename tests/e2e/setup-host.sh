@@ -19,7 +19,7 @@ for what in "${@:-e2e deb schema}"; do
     case "$w" in
       deb)    need dpkg-deb dpkg; need lintian lintian; need fakeroot fakeroot ;;
       schema) need cloud-init cloud-init ;;
-      e2e)    need mmdebstrap mmdebstrap; need debugfs e2fsprogs; need socat socat
+      e2e)    need mmdebstrap mmdebstrap; need mcopy mtools; need debugfs e2fsprogs; need socat socat
               need tinyproxy tinyproxy; need mkfs.vfat dosfstools; need qemu-img qemu-utils
               need cloud-init cloud-init ;;
       *) echo "setup-host: unknown group $w" >&2; exit 2 ;;
