@@ -5,7 +5,11 @@
 use std::path::PathBuf;
 
 fn main() -> std::io::Result<()> {
-    let out = PathBuf::from(std::env::args().nth(1).unwrap_or_else(|| "target/assets".into()));
+    let out = PathBuf::from(
+        std::env::args()
+            .nth(1)
+            .unwrap_or_else(|| "target/assets".into()),
+    );
     std::fs::create_dir_all(&out)?;
     let cmd = arc_enroll::cli::command();
     let mut page = Vec::new();
