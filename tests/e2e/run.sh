@@ -181,6 +181,11 @@ wait_boot() {
   pull "$name"
 }
 
+# enrolled_at NAME RESOURCE: guest uptime (s) when a run printed "RESOURCE (...) — enrolled".
+enrolled_at() {
+  grep -a "]: arc-enroll: $2 (.*— enrolled" "$work/$1/console.log" | head -1 | sed -n 's/^\[ *\([0-9]*\)\..*/\1/p'
+}
+
 # pull NAME: copy the guest's logs and records out of its powered-off disk with debugfs.
 pull() {
   local name=$1 d=$work/$1 disk
@@ -264,6 +269,7 @@ check parent "operator re-run example: already enrolled, nothing to do" \
   "'already enrolled as this machine' in text('guest/e2e-operator-rerun.log') and 'operator-rerun exit 0' in text('guest/e2e-operator-rerun.log')"
 check parent "the fake Azure holds the parent's resource" "'${P_NAME,,}.json' in machines"
 PARENT_BOOT=$(cat "$work/parent/seconds")
+step "parent: enrolled at guest uptime $(enrolled_at parent "$P_NAME")s (console), powered off after ${PARENT_BOOT}s"
 
 # ---------------------------------------------------------------- clones
 # clone-kept: a plain copy (keeps the parent's /etc/machine-id, VM-NOTES); clone-blank: machine-id
@@ -291,6 +297,7 @@ for c in clone-kept clone-blank; do
     "state.get('resource_name') == '$C_NAME' and '$C_UUID' in json.dumps(state).lower()"
   check "$c" "the parent's resource is left alone in the fake Azure, the clone's added" \
     "'${P_NAME,,}.json' in machines and '${C_NAME,,}.json' in machines"
+  step "$c: enrolled as itself at guest uptime $(enrolled_at "$c" "$C_NAME")s (console)"
   check "$c" "IMDS direct, agent traffic through the proxy" \
     "any(r['path'] == '/metadata/identity/oauth2/token' for r in imds) and all(r['target'].startswith('/') for r in imds) and 'CONNECT management.azure.com:443' in proxy_log"
 done
