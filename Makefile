@@ -45,6 +45,64 @@ fmt:
 clean:
 	$(CARGO) clean
 
+## ---- Release: static x86_64 and aarch64 binaries, .debs, SHA256SUMS under dist/ ----
+AARCH64 := aarch64-unknown-linux-musl
+VERSION := $(shell sed -n 's/^version = "\(.*\)"/\1/p' Cargo.toml | head -1)
+CARGO_OUT := $(or $(CARGO_TARGET_DIR),target)
+DIST := dist
+DIST_X86 := $(DIST)/arc-enroll-$(VERSION)-x86_64-linux
+DIST_ARM := $(DIST)/arc-enroll-$(VERSION)-aarch64-linux
+# ring's C and assembly, and the final link, go through Debian's aarch64 cross gcc; rustc links
+# the musl crt objects and libc.a that ship with the rustup target (self-contained), so no
+# aarch64 musl from Debian is needed.
+AARCH64_ENV := CARGO_TARGET_AARCH64_UNKNOWN_LINUX_MUSL_LINKER=aarch64-linux-gnu-gcc \
+	CC_aarch64_unknown_linux_musl=aarch64-linux-gnu-gcc AR_aarch64_unknown_linux_musl=aarch64-linux-gnu-ar
+# Tests speed the binary's clock up (ARC_ENROLL_TIME_SCALE); under emulation every request is
+# slower, so the runner divides that speed-up by this factor (socket time-outs stay realistic).
+EMULATION_SLOWDOWN ?= 10
+QEMU_AARCH64 = $(shell command -v qemu-aarch64 || command -v qemu-aarch64-static)
+
+.PHONY: release test-release setup-aarch64 setup-qemu
+
+## The aarch64 musl target and the cross compiler/linker (idempotent).
+setup-aarch64:
+	@rustup target list --installed 2>/dev/null | grep -qx $(AARCH64) || rustup target add $(AARCH64)
+	@command -v aarch64-linux-gnu-gcc >/dev/null || { echo "installing gcc-aarch64-linux-gnu"; (apt-get update -qq || true) && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq gcc-aarch64-linux-gnu; }
+
+## qemu-aarch64 (user-mode emulation) to run the aarch64 binary on this machine.
+setup-qemu:
+	@command -v qemu-aarch64 >/dev/null || command -v qemu-aarch64-static >/dev/null || { echo "installing qemu-user"; (apt-get update -qq || true) && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq qemu-user; }
+
+release: setup-musl setup-aarch64
+	$(CARGO) build --release --locked --target $(TARGET) --bin arc-enroll
+	$(AARCH64_ENV) $(CARGO) build --release --locked --target $(AARCH64) --bin arc-enroll
+	rm -rf $(DIST) && mkdir -p $(DIST)
+	cp $(CARGO_OUT)/$(TARGET)/release/arc-enroll $(DIST_X86)
+	cp $(CARGO_OUT)/$(AARCH64)/release/arc-enroll $(DIST_ARM)
+	@for b in $(DIST_X86) $(DIST_ARM); do \
+	  if command -v file >/dev/null; then file -b $$b | grep -Eq 'statically linked|static-pie linked' || { echo "$$b is not static: $$(file -b $$b)"; exit 1; }; \
+	  elif readelf -l $$b 2>/dev/null | grep -q INTERP; then echo "$$b has a dynamic loader"; exit 1; fi; \
+	done
+	scripts/release-deb.sh amd64 $(DIST_X86) $(DIST)
+	scripts/release-deb.sh arm64 $(DIST_ARM) $(DIST)
+	cd $(DIST) && sha256sum arc-enroll-$(VERSION)-*-linux arc-enroll_$(VERSION)_*.deb > SHA256SUMS && sha256sum -c --quiet SHA256SUMS
+	@cd $(DIST) && ls -l && cat SHA256SUMS
+	@command -v file >/dev/null && file $(DIST_X86) $(DIST_ARM) || true
+
+## The binary tests (every tests/*.rs) against the dist/ aarch64 binary under qemu-aarch64; the
+## fakes and the test harness stay native. Not part of `make test`, which stays fast.
+test-release: release setup-qemu setup-test
+	$(CARGO) build --workspace --locked
+	@log=$$(mktemp) && runner=$$(mktemp $(abspath $(CARGO_OUT))/qemu-aarch64-runner.XXXXXX) && trap 'rm -f $$log $$runner' EXIT && \
+	{ echo '#!/bin/sh'; echo "echo x >> $$log"; \
+	  echo 'if [ -n "$$ARC_ENROLL_TIME_SCALE" ]; then ARC_ENROLL_TIME_SCALE=$$(awk -v s="$$ARC_ENROLL_TIME_SCALE" -v f=$(EMULATION_SLOWDOWN) "BEGIN { s /= f; print (s < 1 ? 1 : s) }"); export ARC_ENROLL_TIME_SCALE; fi'; \
+	  echo 'exec $(QEMU_AARCH64) "$$@"'; } > $$runner && chmod +x $$runner && \
+	ARC_ENROLL_BIN=$(abspath $(DIST_ARM)) ARC_ENROLL_BIN_RUNNER=$$runner ARC_ENROLL_EXPECT_TARGET=$(AARCH64) \
+	  $(CARGO) test --locked --no-fail-fast -p arc-enroll --test '*' 2>&1 | tee $$log.out; rc=$${PIPESTATUS[0]}; \
+	counts=$$(awk '/^test result:/ { for (i = 2; i <= NF; i++) { if ($$i ~ /^passed/) p += $$(i-1); if ($$i ~ /^failed/) f += $$(i-1) } } END { printf "%d passed, %d failed", p, f }' $$log.out); \
+	echo "test-release: $$counts in the binary tests against $(DIST_ARM); $$(wc -l < $$log) arc-enroll runs under $(QEMU_AARCH64)"; \
+	rm -f $$log.out; exit $$rc
+
 ## ---- Packaging and the real-VM end-to-end test (docs/e2e.md) ----
 DEB_DIR := target/deb
 ASSETS_DIR := target/assets

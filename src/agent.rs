@@ -264,18 +264,7 @@ impl Agent {
         let shown: Vec<String> = args.iter().map(|a| self.scrub(a, extra_redact)).collect();
         log::info!("running {} {}", self.path.display(), shown.join(" "));
         let started = Instant::now();
-        let mut child = Command::new(&self.path)
-            .args(args)
-            .envs(self.env.iter().map(|(k, v)| (k, v)))
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .process_group(0)
-            .spawn()
-            .map_err(|e| Error::Agent {
-                detail: format!("cannot start {}: {e}", self.path.display()),
-                advice: "check --azcmagent (or install the agent: --install-agent)".into(),
-            })?;
+        let mut child = self.spawn(args)?;
         let tail = Arc::new(Mutex::new(Vec::<String>::new()));
         let mut redact: Vec<String> = self.redact.clone();
         redact.extend(
@@ -303,49 +292,18 @@ impl Agent {
         })
         .collect();
 
+        // The agent's own time-out is the deadline's: a hung agent is a deadline failure.
         let limit = deadline.clock.real(deadline.bounded(cap));
-        let pid = child.id();
-        let status = loop {
-            if let Some(st) = child
-                .try_wait()
-                .map_err(|e| Error::Internal(format!("waiting for the agent: {e}")))?
-            {
-                break st;
+        // Name only the subcommand: the arguments may hold the token (--token-on-command-line).
+        let what = args.first().map(String::as_str).unwrap_or("");
+        let status = wait_bounded(&mut child, limit, deadline, what, || {
+            let last = tail.lock().map(|t| t.join(" | ")).unwrap_or_default();
+            if last.is_empty() {
+                "no output".into()
+            } else {
+                last
             }
-            if let Some(sig) = signals::received() {
-                log::warn!("{sig} received: stopping the agent (pid {pid})");
-                stop(&mut child, pid);
-                return Err(Error::Interrupted { signal: sig });
-            }
-            if started.elapsed() >= limit {
-                log::warn!(
-                    "the agent did not finish within {}; stopping it (pid {pid})",
-                    human(
-                        deadline
-                            .clock
-                            .elapsed()
-                            .min(deadline.timeout)
-                            .max(Duration::ZERO)
-                            .min(cap)
-                    )
-                );
-                stop(&mut child, pid);
-                let last = tail.lock().map(|t| t.join(" | ")).unwrap_or_default();
-                return Err(Error::Deadline {
-                    timeout: deadline.timeout,
-                    waiting_for: format!(
-                        "waiting for `azcmagent {}`",
-                        args.first().map(String::as_str).unwrap_or("")
-                    ),
-                    last: if last.is_empty() {
-                        "no output".into()
-                    } else {
-                        last
-                    },
-                });
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        };
+        })?;
         for r in readers {
             let _ = r.join();
         }
@@ -486,13 +444,45 @@ impl Agent {
         Ok(())
     }
 
+    /// `azcmagent config clear PROP`: back to the agent's default (an empty list for lists).
+    pub fn config_clear(&self, prop: &str, deadline: &Deadline) -> Result<(), String> {
+        log::info!("running {} config clear {prop}", self.path.display());
+        let (code, out) = self
+            .run_quiet(&["config", "clear", prop], deadline)
+            .map_err(|e| e.to_string())?;
+        if code != Some(0) {
+            return Err(last_line(&out));
+        }
+        Ok(())
+    }
+
     /// Run a quick, local command; its output is captured, not logged line by line.
     fn run_quiet(
         &self,
         args: &[&str],
         deadline: &Deadline,
     ) -> Result<(Option<i32>, String), Error> {
-        let mut child = Command::new(&self.path)
+        let mut child = self.spawn(args)?;
+        let mut stdout = child.stdout.take();
+        let mut stderr = child.stderr.take();
+        let t_out = std::thread::spawn(move || read_capped(stdout.as_mut()));
+        let t_err = std::thread::spawn(move || read_capped(stderr.as_mut()));
+        let limit = deadline
+            .clock
+            .io_timeout(deadline.bounded(AGENT_QUICK_TIMEOUT));
+        let what = self.scrub(&args.join(" "), &[]);
+        let status = wait_bounded(&mut child, limit, deadline, &what, || "no answer".into())?;
+        let mut out = t_out.join().unwrap_or_default();
+        out.push_str(&t_err.join().unwrap_or_default());
+        Ok((status.code(), self.scrub(&out, &[])))
+    }
+}
+
+impl Agent {
+    /// Start the agent in its own process group (so a stop reaches whatever it starts), with
+    /// our environment additions, no stdin and piped output.
+    fn spawn<S: AsRef<std::ffi::OsStr>>(&self, args: &[S]) -> Result<std::process::Child, Error> {
+        Command::new(&self.path)
             .args(args)
             .envs(self.env.iter().map(|(k, v)| (k, v)))
             .stdin(Stdio::null())
@@ -503,38 +493,46 @@ impl Agent {
             .map_err(|e| Error::Agent {
                 detail: format!("cannot start {}: {e}", self.path.display()),
                 advice: "check --azcmagent (or install the agent: --install-agent)".into(),
-            })?;
-        let mut stdout = child.stdout.take();
-        let mut stderr = child.stderr.take();
-        let t_out = std::thread::spawn(move || read_capped(stdout.as_mut()));
-        let t_err = std::thread::spawn(move || read_capped(stderr.as_mut()));
-        let started = Instant::now();
-        let limit = deadline.clock.real(deadline.bounded(AGENT_QUICK_TIMEOUT));
-        let pid = child.id();
-        let status = loop {
-            if let Some(st) = child
-                .try_wait()
-                .map_err(|e| Error::Internal(format!("waiting for the agent: {e}")))?
-            {
-                break st;
-            }
-            if let Some(sig) = signals::received() {
-                stop(&mut child, pid);
-                return Err(Error::Interrupted { signal: sig });
-            }
-            if started.elapsed() >= limit {
-                stop(&mut child, pid);
-                return Err(Error::Deadline {
-                    timeout: deadline.timeout,
-                    waiting_for: format!("waiting for `azcmagent {}`", args.join(" ")),
-                    last: "no answer".into(),
-                });
-            }
-            std::thread::sleep(Duration::from_millis(10));
-        };
-        let mut out = t_out.join().unwrap_or_default();
-        out.push_str(&t_err.join().unwrap_or_default());
-        Ok((status.code(), self.scrub(&out, &[])))
+            })
+    }
+}
+
+/// Wait for the child at most `limit` (real time). On SIGTERM/SIGINT or at the limit, its
+/// process group is stopped (SIGTERM, then SIGKILL after a grace period) and an error returned.
+fn wait_bounded(
+    child: &mut std::process::Child,
+    limit: Duration,
+    deadline: &Deadline,
+    what: &str,
+    last: impl FnOnce() -> String,
+) -> Result<std::process::ExitStatus, Error> {
+    let started = Instant::now();
+    let pid = child.id();
+    loop {
+        if let Some(st) = child
+            .try_wait()
+            .map_err(|e| Error::Internal(format!("waiting for the agent: {e}")))?
+        {
+            return Ok(st);
+        }
+        if let Some(sig) = signals::received() {
+            log::warn!("{sig} received: stopping the agent (pid {pid})");
+            stop(child, pid);
+            return Err(Error::Interrupted { signal: sig });
+        }
+        if started.elapsed() >= limit {
+            log::warn!(
+                "`azcmagent {what}` did not finish in time (deadline in {}); stopping it (pid {pid})",
+                human(deadline.remaining())
+            );
+            stop(child, pid);
+            return Err(Error::Deadline {
+                timeout: deadline.timeout,
+                waiting_for: format!("waiting for `azcmagent {what}`"),
+                last: last(),
+            });
+        }
+        std::thread::sleep(Duration::from_millis(10));
     }
 }
 
@@ -733,6 +731,20 @@ impl Show {
     /// The agent holds a connection (locally): Connected, or Disconnected/Expired with a resource.
     pub fn has_resource(&self) -> bool {
         !self.resource_name.is_empty() || !self.resource_id.is_empty()
+    }
+
+    /// `Connected as /subscriptions/…`, `Disconnected`, `unknown`.
+    pub fn summary(&self) -> String {
+        let status = if self.status.is_empty() {
+            "unknown"
+        } else {
+            &self.status
+        };
+        if self.has_resource() {
+            format!("{status} as {}", self.resource_id)
+        } else {
+            status.to_string()
+        }
     }
 
     pub fn connected(&self) -> bool {

@@ -334,7 +334,16 @@ impl Sources {
 pub fn parse() -> Cli {
     match try_parse_from(std::env::args_os()) {
         Ok(cli) => cli,
-        Err(e) => e.exit(),
+        Err(e) => {
+            // Not `e.exit()`: it swallows a failed write, so `arc-enroll --help | head -0` would
+            // exit 0. `--help`/`--version` into a broken pipe end like every other output: 141.
+            if let Err(err) = e.print() {
+                if !e.use_stderr() {
+                    crate::output::exit_on_write_error(&err);
+                }
+            }
+            std::process::exit(e.exit_code())
+        }
     }
 }
 

@@ -15,6 +15,7 @@ pub fn run(cli: Cli) -> Result<u8, Error> {
     let env = config::process_env();
     // Bad input fails here, before any network call.
     let settings = config::resolve(&cli.opts, &cli.sources, &env)?;
+    crate::agent_settings::validate(&settings)?;
     let clock = Clock::from_env()?;
     let deadline = Deadline::new(clock, settings.timeout.value);
     let command = cli.command.clone().unwrap_or(Command::Connect);

@@ -18,6 +18,10 @@ use crate::token::{AccessToken, Claims};
 /// agent is retried more slowly than IMDS: 5 s doubling to 60 s, jittered.
 pub const AGENT_BACKOFF_BASE: Duration = Duration::from_secs(5);
 pub const AGENT_BACKOFF_CAP: Duration = Duration::from_secs(60);
+/// A fresh token plus `azcmagent connect` needs at least this long; with less left before the
+/// deadline, the run stops with the agent's last answer instead of starting an attempt that
+/// could only fail for lack of time.
+pub const AGENT_MIN_ATTEMPT: Duration = Duration::from_secs(20);
 
 /// What `connect` did, for the result line.
 pub struct Enrolled {
@@ -98,26 +102,22 @@ pub fn connect(settings: &Settings, deadline: &Deadline) -> Result<Enrolled, Err
         None => None,
     };
     if let Some(s) = &show {
-        log::info!(
-            "agent status: {}{}",
-            if s.status.is_empty() {
-                "unknown"
-            } else {
-                &s.status
-            },
-            if s.has_resource() {
-                format!(" as {}", s.resource_id)
-            } else {
-                String::new()
-            }
-        );
+        log::info!("agent status: {}", s.summary());
     }
     match decide(settings, &loaded, &fingerprint, show.as_ref(), &facts)? {
         Decision::AlreadyDone(state) => {
+            // Drift repair: the agent's local settings are reapplied without reconnecting.
+            let mut action = "already enrolled as this machine; nothing to do";
+            if let Some(a) = agent.as_ref().filter(|_| settings.agent.is_some()) {
+                if crate::agent_settings::reconcile(a, settings, deadline)? > 0 {
+                    action = "already enrolled as this machine; agent settings repaired";
+                }
+                crate::agent_settings::verify(a, settings, deadline)?;
+            }
             return Ok(Enrolled {
-                state,
-                action: "already enrolled as this machine; nothing to do",
-            })
+                state: *state,
+                action,
+            });
         }
         Decision::CloneReconnect => {
             let a = agent.as_ref().expect("a clone verdict needs the agent");
@@ -142,7 +142,8 @@ pub fn connect(settings: &Settings, deadline: &Deadline) -> Result<Enrolled, Err
     }
 
     // 2. Enroll: a fresh token before every attempt, the agent classified after each.
-    let mut backoff = Backoff::new(AGENT_BACKOFF_BASE, AGENT_BACKOFF_CAP);
+    let mut backoff =
+        Backoff::new(AGENT_BACKOFF_BASE, AGENT_BACKOFF_CAP).with_min_attempt(AGENT_MIN_ATTEMPT);
     let target: RefCell<Option<Target>> = RefCell::new(None);
     let mut prepared = false;
     let last_class = Cell::new(AgentClass::Retry);
@@ -157,13 +158,19 @@ pub fn connect(settings: &Settings, deadline: &Deadline) -> Result<Enrolled, Err
         &mut backoff,
         |n| {
             let mut step = || -> Result<Attempt<Outcome>, Error> {
-                let (token, claims) = imds::fetch_token(&http, settings, deadline)?;
+                let (mut token, claims) = imds::fetch_token(&http, settings, deadline)?;
                 if target.borrow().is_none() {
                     let t = resolve_target(settings, &claims, &http, deadline, &facts)?;
                     log::info!(
                         "enrolling as {} in subscription {}, resource group {}, location {}, tenant {}",
                         t.resource_name, t.subscription_id, t.resource_group, t.location, t.tenant_id
                     );
+                    // Azure side first (issue 5): wait for roles/providers, refuse a taken name.
+                    if let Some((fresh, _)) =
+                        crate::check::before_connect(settings, &http, deadline, &t, &facts, &token)?
+                    {
+                        token = fresh;
+                    }
                     *target.borrow_mut() = Some(t);
                 }
                 let t = target.borrow().clone().expect("set above");
@@ -184,11 +191,21 @@ pub fn connect(settings: &Settings, deadline: &Deadline) -> Result<Enrolled, Err
                 drop(token);
                 let class = agent::classify(out.code, &out.tail_text());
                 last_class.set(class);
-                log::info!(
-                    "agent connect attempt {n}: {} → {}",
-                    out.describe(),
-                    describe_class(&class)
-                );
+                // Retried classes get their line from the retry loop (reason, wait, deadline).
+                if matches!(
+                    class,
+                    AgentClass::Success
+                        | AgentClass::AlreadyConnected
+                        | AgentClass::NameConflict
+                        | AgentClass::Permanent
+                        | AgentClass::RetryAfterCleanup
+                ) {
+                    log::info!(
+                        "agent connect attempt {n}: {} → {}",
+                        out.describe(),
+                        describe_class(&class)
+                    );
+                }
                 Ok(match class {
                     AgentClass::Success | AgentClass::AlreadyConnected => Attempt::Done(out),
                     AgentClass::NameConflict => Attempt::Fail(Error::NameConflict {
@@ -288,6 +305,9 @@ pub fn connect(settings: &Settings, deadline: &Deadline) -> Result<Enrolled, Err
         "state written to {}",
         state_dir.join(state::STATE_FILE).display()
     );
+    // The enrollment stands (state is recorded); settings that did not hold are exit 5, and a
+    // re-run repairs them without reconnecting.
+    crate::agent_settings::verify(&agent, settings, deadline)?;
     Ok(Enrolled {
         state,
         action: if out.code == Some(67) {
@@ -366,7 +386,7 @@ fn deadline_error(
 /// What to do before enrolling.
 #[derive(Debug)]
 pub enum Decision {
-    AlreadyDone(State),
+    AlreadyDone(Box<State>),
     CloneReconnect,
     Enroll,
 }
@@ -428,7 +448,7 @@ pub fn decide(
                 }),
                 crate::config::ClonePolicy::Ignore => {
                     log::warn!("this machine is a clone of an enrolled machine: {ev}; ignoring it (--clone-policy ignore)");
-                    Ok(Decision::AlreadyDone(state.cloned().unwrap_or_default()))
+                    Ok(Decision::AlreadyDone(Box::new(state.cloned().unwrap_or_default())))
                 }
             }
         }
@@ -488,7 +508,7 @@ pub fn decide(
             if state.is_none() {
                 state::save(&settings.state_dir.value, &enrolled)?;
             }
-            Ok(Decision::AlreadyDone(enrolled))
+            Ok(Decision::AlreadyDone(Box::new(enrolled)))
         }
     }
 }

@@ -255,6 +255,9 @@ fn classify(e: ureq::Error) -> Failure {
         },
         E::Tls(m) => Failure::Tls(m.to_string()),
         E::Rustls(r) => Failure::Tls(describe_rustls(&r)),
+        E::ConnectProxyFailed(m) if m.contains("407") => Failure::Proxy(format!(
+            "{m}: the proxy requires authentication; put user:password in the proxy URL (http://user:password@host:port)"
+        )),
         E::ConnectProxyFailed(m) => Failure::Proxy(m),
         E::Protocol(p) => Failure::Connect(format!("malformed HTTP answer ({p})")),
         E::BodyExceedsLimit(n) => Failure::Other(format!("answer larger than {n} bytes")),

@@ -184,7 +184,9 @@ pub fn fetch_token(
         deadline,
         &mut backoff,
         |n| {
-            let timeout = deadline.clock.real(deadline.bounded(IMDS_REQUEST_TIMEOUT));
+            let timeout = deadline
+                .clock
+                .io_timeout(deadline.bounded(IMDS_REQUEST_TIMEOUT));
             match http.imds_get(&url, timeout) {
                 Ok(reply) => {
                     let a = classify_token_reply(
@@ -294,7 +296,7 @@ pub fn instance_metadata(http: &Http, endpoint: &str, deadline: &Deadline) -> Op
     );
     let timeout = deadline
         .clock
-        .real(deadline.bounded(INSTANCE_REQUEST_TIMEOUT));
+        .io_timeout(deadline.bounded(INSTANCE_REQUEST_TIMEOUT));
     match http.imds_get(&url, timeout) {
         Ok(r) if r.status == 200 => match serde_json::from_str::<Compute>(&r.body) {
             Ok(c) => Some(c),

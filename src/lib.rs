@@ -8,7 +8,8 @@
 //! - `imds`: managed-identity tokens and instance metadata; `token`: the secret and its claims
 //! - `agent`: running `azcmagent`; `agent_settings`: its declarative local settings
 //! - `state`: state file, fingerprint, clone verdict, lock; `arm`: Azure Resource Manager reads
-//! - `enroll`: the `connect` sequence; `check`: preflight; `lifecycle`: status, disconnect, generalize
+//! - `enroll`: the `connect` sequence; `check`: preflight and the Azure-side checks before connect
+//! - `install`: `--install-agent`; `lifecycle`: status, disconnect, generalize
 //! - `userdata`: cloud-init user-data; `commands`: dispatch and the small commands (token, proxy)
 
 pub mod agent;
@@ -22,6 +23,7 @@ pub mod enroll;
 pub mod error;
 pub mod http;
 pub mod imds;
+pub mod install;
 pub mod lifecycle;
 pub mod logging;
 pub mod output;

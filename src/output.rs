@@ -31,11 +31,16 @@ pub fn stdout(text: &str) {
     let mut out = std::io::stdout().lock();
     let res = out.write_all(text.as_bytes()).and_then(|_| out.flush());
     if let Err(e) = res {
-        if e.kind() == std::io::ErrorKind::BrokenPipe {
-            std::process::exit(141);
-        }
-        std::process::exit(crate::error::exit::INTERNAL as i32);
+        exit_on_write_error(&e);
     }
+}
+
+/// The exit for a failed write to stdout: 141 on a broken pipe, else the internal-error code.
+pub fn exit_on_write_error(e: &std::io::Error) -> ! {
+    if e.kind() == std::io::ErrorKind::BrokenPipe {
+        std::process::exit(141);
+    }
+    std::process::exit(crate::error::exit::INTERNAL as i32);
 }
 
 /// The result line: human text, or with `--json` the object (plus `"ok": true`).

@@ -1,6 +1,6 @@
 //! Shared harness for the binary tests: a sandbox per test (sysroot with machine identity files,
 //! state dir, fake agent dir, empty config), the real arc-enroll binary, the fakes, and tinyproxy.
-#![allow(dead_code)]
+#![allow(dead_code, unused_imports)]
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
@@ -15,6 +15,20 @@ pub fn bin() -> PathBuf {
     std::env::var_os("ARC_ENROLL_BIN")
         .map(PathBuf::from)
         .unwrap_or_else(|| PathBuf::from(env!("CARGO_BIN_EXE_arc-enroll")))
+}
+
+/// A command for the binary under test, wrapped in `ARC_ENROLL_BIN_RUNNER` when that is set (e.g.
+/// `qemu-aarch64` for the aarch64 build: `make test-release`). Tests that run the binary without a
+/// [`Sandbox`] must start it through this, not `Command::new(bin())`, to work under emulation.
+pub fn bin_command() -> Command {
+    match std::env::var_os("ARC_ENROLL_BIN_RUNNER") {
+        Some(runner) => {
+            let mut c = Command::new(runner);
+            c.arg(bin());
+            c
+        }
+        None => Command::new(bin()),
+    }
 }
 
 /// `target/debug` (where `cargo build --workspace` put the fakes).
@@ -76,8 +90,16 @@ impl Sandbox {
 
     /// This machine's identity files.
     pub fn set_machine(&self, product_uuid: &str, machine_id: &str, hostname: &str) {
-        std::fs::write(self.sysroot.join("sys/class/dmi/id/product_uuid"), format!("{product_uuid}\n")).unwrap();
-        std::fs::write(self.sysroot.join("etc/machine-id"), format!("{machine_id}\n")).unwrap();
+        std::fs::write(
+            self.sysroot.join("sys/class/dmi/id/product_uuid"),
+            format!("{product_uuid}\n"),
+        )
+        .unwrap();
+        std::fs::write(
+            self.sysroot.join("etc/machine-id"),
+            format!("{machine_id}\n"),
+        )
+        .unwrap();
         std::fs::write(self.sysroot.join("etc/hostname"), format!("{hostname}\n")).unwrap();
     }
 
@@ -100,7 +122,13 @@ impl Sandbox {
     pub fn agent_calls_of(&self, sub: &str) -> Vec<serde_json::Value> {
         self.agent_calls()
             .into_iter()
-            .filter(|c| c["argv"].as_array().and_then(|a| a.get(1)).and_then(|v| v.as_str()) == Some(sub))
+            .filter(|c| {
+                c["argv"]
+                    .as_array()
+                    .and_then(|a| a.first())
+                    .and_then(|v| v.as_str())
+                    == Some(sub)
+            })
             .collect()
     }
 
@@ -112,32 +140,21 @@ impl Sandbox {
 
     /// The command for the real binary, wired to this sandbox and `imds`, with a clean environment.
     pub fn cmd(&self, imds: &str) -> Command {
-        let mut c = Command::new(bin());
+        let mut c = bin_command();
         c.env_clear()
             .env("PATH", std::env::var("PATH").unwrap_or_default())
             .env("ARC_ENROLL_CONFIG", &self.config)
             .env("ARC_ENROLL_SYSROOT", &self.sysroot)
             .env("ARC_ENROLL_STATE_DIR", &self.state_dir)
             .env("ARC_ENROLL_IMDS_ENDPOINT", imds)
+            // ARM on a closed loopback port unless a test starts the fake ARM: no DNS query for
+            // management.azure.com ever leaves this machine.
+            .env("ARC_ENROLL_ARM_ENDPOINT", "https://127.0.0.1:9")
             .env("ARC_ENROLL_AZCMAGENT", fake_agent_bin())
             .env("FAKE_AZCMAGENT_DIR", &self.agent_dir)
             .env("FAKE_AZCMAGENT_SYSROOT", &self.sysroot)
             .env("FAKE_AZURE_DIR", &self.azure_dir)
             .stdin(Stdio::null());
-        if let Ok(qemu) = std::env::var("ARC_ENROLL_BIN_RUNNER") {
-            // e.g. qemu-aarch64: run the binary under the emulator.
-            let mut q = Command::new(qemu);
-            q.arg(bin());
-            let envs: Vec<_> = c.get_envs().map(|(k, v)| (k.to_owned(), v.map(|v| v.to_owned()))).collect();
-            q.env_clear();
-            for (k, v) in envs {
-                if let Some(v) = v {
-                    q.env(k, v);
-                }
-            }
-            q.stdin(Stdio::null());
-            return q;
-        }
         c
     }
 
@@ -191,7 +208,12 @@ impl Run {
     }
 
     pub fn out_has(&self, needle: &str) -> &Run {
-        assert!(self.stdout.contains(needle), "stdout lacks {needle:?}\n--- stdout\n{}\n--- stderr\n{}", self.stdout, self.stderr);
+        assert!(
+            self.stdout.contains(needle),
+            "stdout lacks {needle:?}\n--- stdout\n{}\n--- stderr\n{}",
+            self.stdout,
+            self.stderr
+        );
         self
     }
 }
@@ -247,7 +269,8 @@ impl Tinyproxy {
 
     /// `basic_auth`: Some((user, password)) to require proxy authentication.
     pub fn start(basic_auth: Option<(&str, &str)>) -> Tinyproxy {
-        let bin = Tinyproxy::binary().expect("tinyproxy is not installed: `make setup-test` installs it");
+        let bin =
+            Tinyproxy::binary().expect("tinyproxy is not installed: `make setup-test` installs it");
         let dir = std::env::temp_dir().join(format!(
             "arc-enroll-tinyproxy-{}-{}",
             std::process::id(),
@@ -278,10 +301,18 @@ impl Tinyproxy {
             .expect("start tinyproxy");
         let start = Instant::now();
         while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(start.elapsed() < Duration::from_secs(10), "tinyproxy did not start");
+            assert!(
+                start.elapsed() < Duration::from_secs(10),
+                "tinyproxy did not start"
+            );
             std::thread::sleep(Duration::from_millis(50));
         }
-        Tinyproxy { port, log, child, dir }
+        Tinyproxy {
+            port,
+            log,
+            child,
+            dir,
+        }
     }
 
     pub fn url(&self) -> String {
@@ -302,14 +333,26 @@ impl Drop for Tinyproxy {
 }
 
 pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 /// Assert a secret does not appear anywhere in a run's output.
 pub fn assert_no_secret(run: &Run, secret: &str, what: &str) {
     assert!(!secret.is_empty());
-    assert!(!run.stderr.contains(secret), "{what} leaked into the log:\n{}", run.stderr);
-    assert!(!run.stdout.contains(secret), "{what} leaked into stdout:\n{}", run.stdout);
+    assert!(
+        !run.stderr.contains(secret),
+        "{what} leaked into the log:\n{}",
+        run.stderr
+    );
+    assert!(
+        !run.stdout.contains(secret),
+        "{what} leaked into stdout:\n{}",
+        run.stdout
+    );
 }
 
 pub fn read(p: &Path) -> String {

@@ -1,1 +1,599 @@
-//! (in progress)
+//! A fake Azure Resource Manager over HTTPS (FACTS §7, §8): resource-provider registration, the
+//! caller's permissions on a resource group, and `Microsoft.HybridCompute/machines` resources kept
+//! in the shared fake-Azure directory (`machines/<sub>/<rg>/<name>.json`, lower case, as the fake
+//! agent writes them; see `store`). A test CA is generated at start; its certificate is written
+//! to `ca.pem` for the client's `SSL_CERT_FILE`. Programmable faults: providers not registered,
+//! permissions missing (for N polls, or for good), permissions unreadable (403), throttling (429
+//! with `Retry-After`), and an untrusted certificate (as a TLS-inspecting proxy whose CA the
+//! machine does not trust). `/installer.sh` serves a test installer script. Every request is
+//! recorded (the bearer token replaced by its claims' `oid`).
+
+use crate::http::{serve, Handler, Reply, Request};
+use crate::jwt;
+use rcgen::{
+    BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, KeyPair,
+    KeyUsagePurpose,
+};
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
+use serde_json::{json, Value};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+pub const PERMISSIONS_PATH_SUFFIX: &str = "/providers/Microsoft.Authorization/permissions";
+/// The subject of the CA `check` tests expect in a TLS failure from an untrusted certificate.
+pub const UNTRUSTED_CA_NAME: &str = "Contoso TLS Inspection CA (untrusted)";
+pub const TEST_CA_NAME: &str = "arc-enroll fake ARM test CA";
+
+static COUNTER: AtomicU32 = AtomicU32::new(0);
+
+/// What the identity is granted: Azure Connected Machine Resource Manager (FACTS §8, abridged)
+/// plus the ListAccessDetails action role.
+pub fn granted_permissions() -> Value {
+    json!([
+        {
+            "actions": [
+                "Microsoft.HybridCompute/machines/read",
+                "Microsoft.HybridCompute/machines/write",
+                "Microsoft.HybridCompute/machines/delete",
+                "Microsoft.HybridCompute/machines/extensions/*",
+                "Microsoft.HybridCompute/*/read",
+                "Microsoft.HybridConnectivity/endpoints/*",
+                "Microsoft.GuestConfiguration/guestConfigurationAssignments/*",
+                "Microsoft.Resources/subscriptions/resourceGroups/read"
+            ],
+            "notActions": [],
+            "dataActions": [],
+            "notDataActions": []
+        },
+        {
+            "actions": ["Microsoft.HybridCompute/machines/listAccessDetails/action"],
+            "notActions": [],
+            "dataActions": [],
+            "notDataActions": []
+        }
+    ])
+}
+
+/// Before the roles arrive: what a VM's identity typically has (nothing on the group).
+pub fn no_permissions() -> Value {
+    json!([])
+}
+
+#[derive(Clone, Debug)]
+pub struct ArmConfig {
+    pub listen: String,
+    /// Where `ca.pem` is written; a temp dir when None.
+    pub ca_dir: Option<PathBuf>,
+    /// The shared fake-Azure directory (`FAKE_AZURE_DIR`); machines live there. Its `authz.json`
+    /// `unregistered_providers` is honoured too.
+    pub azure_dir: Option<PathBuf>,
+    pub unregistered: Vec<String>,
+    /// The first N permission reads return no HybridCompute permissions (roles propagating).
+    pub permissions_missing_polls: u32,
+    /// Permissions are never granted.
+    pub permissions_never: bool,
+    /// The permissions API answers 403 (the token cannot read its own permissions).
+    pub permissions_forbidden: bool,
+    /// The first N `/subscriptions/...` requests get 429 with `Retry-After: retry_after_secs`.
+    pub throttle_first: u32,
+    pub retry_after_secs: u64,
+    /// Serve a certificate from a CA that is not in `ca.pem`.
+    pub untrusted: bool,
+    /// Body of `/installer.sh`.
+    pub installer: Option<String>,
+    pub log_stderr: bool,
+}
+
+impl Default for ArmConfig {
+    fn default() -> Self {
+        ArmConfig {
+            listen: "127.0.0.1:0".into(),
+            ca_dir: None,
+            azure_dir: None,
+            unregistered: Vec::new(),
+            permissions_missing_polls: 0,
+            permissions_never: false,
+            permissions_forbidden: false,
+            throttle_first: 0,
+            retry_after_secs: 1,
+            untrusted: false,
+            installer: None,
+            log_stderr: false,
+        }
+    }
+}
+
+/// One request as the fake saw it.
+#[derive(Clone, Debug)]
+pub struct Recorded {
+    pub method: String,
+    pub path: String,
+    pub query: Vec<(String, String)>,
+    /// Whether an `Authorization: Bearer` header came, and its token's `oid`.
+    pub bearer_oid: Option<String>,
+    pub status: u16,
+    pub at: Duration,
+}
+
+impl Recorded {
+    pub fn param(&self, name: &str) -> Option<&str> {
+        self.query
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
+    }
+}
+
+struct State {
+    cfg: ArmConfig,
+    permission_reads: u32,
+    throttled: u32,
+    requests: Vec<Recorded>,
+}
+
+pub struct FakeArm {
+    addr: SocketAddr,
+    ca_pem: PathBuf,
+    state: Arc<Mutex<State>>,
+    stop: Arc<AtomicBool>,
+    _tmp: Option<PathBuf>,
+}
+
+fn tls_material(untrusted: bool) -> (String, Vec<CertificateDer<'static>>, PrivateKeyDer<'static>) {
+    let ca = |name: &str| {
+        let mut p = CertificateParams::new(Vec::<String>::new()).expect("ca params");
+        p.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        p.distinguished_name.push(DnType::CommonName, name);
+        p.key_usages = vec![
+            KeyUsagePurpose::KeyCertSign,
+            KeyUsagePurpose::CrlSign,
+            KeyUsagePurpose::DigitalSignature,
+        ];
+        let key = KeyPair::generate().expect("ca key");
+        let cert = p.self_signed(&key).expect("ca cert");
+        (cert, key)
+    };
+    let (trusted_ca, trusted_key) = ca(TEST_CA_NAME);
+    let other = untrusted.then(|| ca(UNTRUSTED_CA_NAME));
+    let (signer, signer_key) = match &other {
+        Some((c, k)) => (c, k),
+        None => (&trusted_ca, &trusted_key),
+    };
+    let mut leaf = CertificateParams::new(vec!["localhost".to_string(), "127.0.0.1".to_string()])
+        .expect("leaf params");
+    leaf.distinguished_name
+        .push(DnType::CommonName, "localhost");
+    leaf.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
+    let leaf_key = KeyPair::generate().expect("leaf key");
+    let leaf_cert = leaf
+        .signed_by(&leaf_key, signer, signer_key)
+        .expect("leaf cert");
+    let chain = vec![leaf_cert.der().clone(), signer.der().clone()];
+    let key = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(leaf_key.serialize_der()));
+    (trusted_ca.pem(), chain, key)
+}
+
+impl FakeArm {
+    pub fn start(cfg: ArmConfig) -> FakeArm {
+        FakeArm::try_start(cfg).expect("start fake ARM")
+    }
+
+    pub fn try_start(cfg: ArmConfig) -> std::io::Result<FakeArm> {
+        let (tmp, ca_dir) = match &cfg.ca_dir {
+            Some(d) => (None, d.clone()),
+            None => {
+                let d = std::env::temp_dir().join(format!(
+                    "fake-arm-{}-{}",
+                    std::process::id(),
+                    COUNTER.fetch_add(1, Ordering::SeqCst)
+                ));
+                (Some(d.clone()), d)
+            }
+        };
+        std::fs::create_dir_all(&ca_dir)?;
+        let (ca_pem_text, chain, key) = tls_material(cfg.untrusted);
+        let ca_pem = ca_dir.join("ca.pem");
+        std::fs::write(&ca_pem, ca_pem_text)?;
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let server_cfg = rustls::ServerConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .map_err(std::io::Error::other)?
+            .with_no_client_auth()
+            .with_single_cert(chain, key)
+            .map_err(std::io::Error::other)?;
+        let server_cfg = Arc::new(server_cfg);
+        let listener = TcpListener::bind(&cfg.listen)?;
+        let addr = listener.local_addr()?;
+        let state = Arc::new(Mutex::new(State {
+            cfg,
+            permission_reads: 0,
+            throttled: 0,
+            requests: Vec::new(),
+        }));
+        let stop = Arc::new(AtomicBool::new(false));
+        let started = Instant::now();
+        let handler: Handler = {
+            let state = state.clone();
+            Arc::new(move |req: &Request| handle(&state, req, started))
+        };
+        let stop2 = stop.clone();
+        std::thread::spawn(move || {
+            for conn in listener.incoming() {
+                if stop2.load(Ordering::SeqCst) {
+                    break;
+                }
+                let Ok(tcp) = conn else { continue };
+                let h = handler.clone();
+                let cfg = server_cfg.clone();
+                std::thread::spawn(move || {
+                    let peer = tcp.peer_addr().ok();
+                    let _ = tcp.set_read_timeout(Some(Duration::from_secs(30)));
+                    let Ok(conn) = rustls::ServerConnection::new(cfg) else {
+                        return;
+                    };
+                    let mut tls = rustls::StreamOwned::new(conn, tcp);
+                    let _ = serve(&mut tls, peer, &h);
+                    tls.conn.send_close_notify();
+                    let _ = tls.conn.complete_io(&mut tls.sock);
+                });
+            }
+        });
+        Ok(FakeArm {
+            addr,
+            ca_pem,
+            state,
+            stop,
+            _tmp: tmp,
+        })
+    }
+
+    /// `https://127.0.0.1:PORT`
+    pub fn url(&self) -> String {
+        format!("https://127.0.0.1:{}", self.addr.port())
+    }
+
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// The test CA's certificate (PEM), for `SSL_CERT_FILE`.
+    pub fn ca_pem(&self) -> &Path {
+        &self.ca_pem
+    }
+
+    pub fn requests(&self) -> Vec<Recorded> {
+        self.state.lock().unwrap().requests.clone()
+    }
+
+    /// Recorded requests whose path ends with `suffix`.
+    pub fn requests_to(&self, suffix: &str) -> Vec<Recorded> {
+        self.requests()
+            .into_iter()
+            .filter(|r| r.path.ends_with(suffix))
+            .collect()
+    }
+
+    pub fn update(&self, f: impl FnOnce(&mut ArmConfig)) {
+        f(&mut self.state.lock().unwrap().cfg)
+    }
+}
+
+impl Drop for FakeArm {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::SeqCst);
+        let _ = TcpStream::connect_timeout(&self.addr, Duration::from_millis(200));
+        if let Some(t) = &self._tmp {
+            let _ = std::fs::remove_dir_all(t);
+        }
+    }
+}
+
+fn arm_error(status: u16, code: &str, message: &str) -> Reply {
+    Reply::json(
+        status,
+        &json!({"error": {"code": code, "message": message}}),
+    )
+}
+
+fn handle(state: &Mutex<State>, req: &Request, started: Instant) -> Reply {
+    let bearer = req
+        .header("authorization")
+        .and_then(|h| h.strip_prefix("Bearer "))
+        .map(str::to_string);
+    let claims = bearer.as_deref().and_then(jwt::claims);
+    let oid = claims
+        .as_ref()
+        .and_then(|c| c.get("oid").and_then(|v| v.as_str()).map(String::from));
+    let mut st = state.lock().unwrap();
+    let reply = route(&mut st, req, bearer.is_some(), claims.as_ref());
+    let status = match &reply {
+        Reply::Send { status, .. } => *status,
+        _ => 0,
+    };
+    if st.cfg.log_stderr {
+        eprintln!("fake-arm: {} {} -> {status}", req.method, req.path);
+    }
+    st.requests.push(Recorded {
+        method: req.method.clone(),
+        path: req.path.clone(),
+        query: req.query.clone(),
+        bearer_oid: oid,
+        status,
+        at: started.elapsed(),
+    });
+    reply
+}
+
+fn route(st: &mut State, req: &Request, has_bearer: bool, claims: Option<&Value>) -> Reply {
+    if req.path == "/installer.sh" {
+        return match &st.cfg.installer {
+            Some(body) => Reply::Send {
+                status: 200,
+                headers: vec![("Content-Type".into(), "text/x-shellscript".into())],
+                body: body.clone().into_bytes(),
+            },
+            None => arm_error(404, "NotFound", "no installer configured"),
+        };
+    }
+    let seg: Vec<&str> = req.path.trim_matches('/').split('/').collect();
+    if !seg[0].eq_ignore_ascii_case("subscriptions") || seg.len() < 2 {
+        // ARM's answer to GET / and other non-resource paths.
+        return arm_error(
+            404,
+            "InvalidResourceType",
+            "The resource type could not be found in the namespace.",
+        );
+    }
+    if st.throttled < st.cfg.throttle_first {
+        st.throttled += 1;
+        return arm_error(
+            429,
+            "TooManyRequests",
+            "The request is being throttled as the limit has been reached for operation type - Read_ObservationWindow_00:05:00.",
+        )
+        .with_header("Retry-After", &st.cfg.retry_after_secs.to_string());
+    }
+    if !has_bearer {
+        return arm_error(
+            401,
+            "AuthenticationFailed",
+            "Authentication failed. The 'Authorization' header is missing.",
+        );
+    }
+    let Some(claims) = claims else {
+        return arm_error(
+            401,
+            "InvalidAuthenticationToken",
+            "The access token is invalid.",
+        );
+    };
+    if req.param("api-version").is_none() {
+        return arm_error(
+            400,
+            "MissingApiVersionParameter",
+            "The api-version query parameter (?api-version=) is required for all requests.",
+        );
+    }
+    let sub = seg[1];
+    let oid = claims.get("oid").and_then(|v| v.as_str()).unwrap_or("");
+    let appid = claims.get("appid").and_then(|v| v.as_str()).unwrap_or(oid);
+    let forbidden = |action: &str, scope: &str| {
+        arm_error(
+            403,
+            "AuthorizationFailed",
+            &format!(
+                "The client '{appid}' with object id '{oid}' does not have authorization to perform action '{action}' over scope '{scope}' or the scope is invalid. If access was recently granted, please refresh your credentials."
+            ),
+        )
+    };
+    // /subscriptions/{sub}/providers/{ns}
+    if seg.len() == 4 && seg[2].eq_ignore_ascii_case("providers") && req.method == "GET" {
+        let ns = seg[3];
+        let unregistered = st
+            .cfg
+            .unregistered
+            .iter()
+            .chain(authz_unregistered(&st.cfg).iter())
+            .any(|u| u.eq_ignore_ascii_case(ns));
+        return Reply::json(
+            200,
+            &json!({
+                "id": format!("/subscriptions/{sub}/providers/{ns}"),
+                "namespace": ns,
+                "registrationState": if unregistered { "NotRegistered" } else { "Registered" },
+                "registrationPolicy": "RegistrationRequired",
+                "resourceTypes": [],
+            }),
+        );
+    }
+    if seg.len() >= 4 && seg[2].eq_ignore_ascii_case("resourceGroups") {
+        let rg = seg[3];
+        let scope = format!("/subscriptions/{sub}/resourceGroups/{rg}");
+        let rest: Vec<&str> = seg[4..].to_vec();
+        // .../providers/Microsoft.Authorization/permissions
+        if rest.len() == 3
+            && rest[1].eq_ignore_ascii_case("Microsoft.Authorization")
+            && rest[2].eq_ignore_ascii_case("permissions")
+        {
+            if st.cfg.permissions_forbidden {
+                return forbidden("Microsoft.Authorization/permissions/read", &scope);
+            }
+            st.permission_reads += 1;
+            let granted =
+                !st.cfg.permissions_never && st.permission_reads > st.cfg.permissions_missing_polls;
+            let value = if granted {
+                granted_permissions()
+            } else {
+                no_permissions()
+            };
+            return Reply::json(200, &json!({ "value": value }));
+        }
+        // .../providers/Microsoft.HybridCompute/machines/{name}
+        if rest.len() == 4
+            && rest[1].eq_ignore_ascii_case("Microsoft.HybridCompute")
+            && rest[2].eq_ignore_ascii_case("machines")
+        {
+            let name = rest[3];
+            let granted = !st.cfg.permissions_never
+                && !st.cfg.permissions_forbidden
+                && st.permission_reads > st.cfg.permissions_missing_polls;
+            if !granted && st.cfg.permissions_never {
+                let action = match req.method.as_str() {
+                    "GET" => "Microsoft.HybridCompute/machines/read",
+                    "DELETE" => "Microsoft.HybridCompute/machines/delete",
+                    _ => "Microsoft.HybridCompute/machines/write",
+                };
+                return forbidden(
+                    action,
+                    &format!("{scope}/providers/Microsoft.HybridCompute/machines/{name}"),
+                );
+            }
+            return machine(st, req, sub, rg, name);
+        }
+    }
+    arm_error(
+        404,
+        "InvalidResourceType",
+        "The resource type could not be found in the namespace.",
+    )
+}
+
+fn authz_unregistered(cfg: &ArmConfig) -> Vec<String> {
+    let Some(dir) = &cfg.azure_dir else {
+        return Vec::new();
+    };
+    std::fs::read_to_string(dir.join("authz.json"))
+        .ok()
+        .and_then(|s| serde_json::from_str::<Value>(&s).ok())
+        .and_then(|v| {
+            v.get("unregistered_providers").and_then(|l| {
+                l.as_array().map(|a| {
+                    a.iter()
+                        .filter_map(|x| x.as_str().map(String::from))
+                        .collect()
+                })
+            })
+        })
+        .unwrap_or_default()
+}
+
+/// Path of a machine in the shared fake-Azure directory (the `store` layout).
+pub fn machine_path(azure_dir: &Path, sub: &str, rg: &str, name: &str) -> PathBuf {
+    azure_dir
+        .join("machines")
+        .join(sub.to_lowercase())
+        .join(rg.to_lowercase())
+        .join(format!("{}.json", name.to_lowercase()))
+}
+
+/// Write a machine resource into the shared directory, as another machine's agent would have.
+pub fn put_machine(azure_dir: &Path, sub: &str, rg: &str, name: &str, vm_uuid: &str) {
+    let path = machine_path(azure_dir, sub, rg, name);
+    std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+    let body = machine_json(sub, rg, name, "eastus", vm_uuid);
+    std::fs::write(path, body.to_string()).unwrap();
+}
+
+fn machine_json(sub: &str, rg: &str, name: &str, location: &str, vm_uuid: &str) -> Value {
+    json!({
+        "id": format!("/subscriptions/{sub}/resourceGroups/{rg}/providers/Microsoft.HybridCompute/machines/{name}"),
+        "name": name,
+        "type": "Microsoft.HybridCompute/machines",
+        "location": location,
+        "tags": {},
+        "properties": {
+            "vmUuid": vm_uuid.to_lowercase(),
+            "status": "Connected",
+            "provisioningState": "Succeeded",
+            "osType": "linux",
+            "agentVersion": "1.61.03319.2737",
+        },
+    })
+}
+
+fn machine(st: &mut State, req: &Request, sub: &str, rg: &str, name: &str) -> Reply {
+    let not_found = || {
+        arm_error(
+            404,
+            "ResourceNotFound",
+            &format!("The Resource 'Microsoft.HybridCompute/machines/{name}' under resource group '{rg}' was not found. For more details please go to https://aka.ms/ARMResourceNotFoundFix"),
+        )
+    };
+    let Some(dir) = st.cfg.azure_dir.clone() else {
+        return not_found();
+    };
+    if [sub, rg, name]
+        .iter()
+        .any(|p| p.is_empty() || *p == "." || *p == ".." || p.contains(['\\', '\0']))
+    {
+        return arm_error(400, "InvalidResourceName", "invalid name");
+    }
+    let path = machine_path(&dir, sub, rg, name);
+    match req.method.as_str() {
+        "GET" => match std::fs::read_to_string(&path)
+            .ok()
+            .and_then(|s| serde_json::from_str::<Value>(&s).ok())
+        {
+            Some(v) => Reply::json(200, &v),
+            None => not_found(),
+        },
+        "PUT" => {
+            let body: Value = serde_json::from_slice(&req.body).unwrap_or(json!({}));
+            let location = body
+                .get("location")
+                .and_then(|v| v.as_str())
+                .unwrap_or("eastus");
+            let vm_uuid = body
+                .pointer("/properties/vmUuid")
+                .and_then(|v| v.as_str())
+                .unwrap_or("");
+            let existing = std::fs::read_to_string(&path)
+                .ok()
+                .and_then(|s| serde_json::from_str::<Value>(&s).ok());
+            if let Some(e) = &existing {
+                let theirs = e
+                    .pointer("/properties/vmUuid")
+                    .and_then(|v| v.as_str())
+                    .unwrap_or("");
+                if !theirs.is_empty()
+                    && !vm_uuid.is_empty()
+                    && !theirs.eq_ignore_ascii_case(vm_uuid)
+                {
+                    return arm_error(
+                        409,
+                        "Conflict",
+                        &format!("A machine named '{name}' already exists in resource group '{rg}' with a different vmUuid."),
+                    );
+                }
+            }
+            let mut m = machine_json(sub, rg, name, location, vm_uuid);
+            if let Some(tags) = body.get("tags") {
+                m["tags"] = tags.clone();
+            }
+            let _ = std::fs::create_dir_all(path.parent().unwrap());
+            let tmp = path.with_extension("json.tmp");
+            if std::fs::write(&tmp, m.to_string())
+                .and_then(|_| std::fs::rename(&tmp, &path))
+                .is_err()
+            {
+                return arm_error(500, "InternalServerError", "store write failed");
+            }
+            Reply::json(if existing.is_some() { 200 } else { 201 }, &m)
+        }
+        "DELETE" => {
+            if std::fs::remove_file(&path).is_ok() {
+                Reply::json(200, &json!({}))
+            } else {
+                Reply::Send {
+                    status: 204,
+                    headers: vec![],
+                    body: vec![],
+                }
+            }
+        }
+        _ => arm_error(405, "MethodNotAllowed", "method not allowed"),
+    }
+}

@@ -1,1 +1,106 @@
-fn main() {}
+//! A standalone fake Azure Resource Manager over HTTPS for `make demo` and `make e2e` (see `--help`).
+
+use arc_enroll_fakes::arm::{ArmConfig, FakeArm};
+use std::path::PathBuf;
+
+const HELP: &str = "\
+fake-arm: a fake of Azure Resource Manager over HTTPS with a test CA generated at start:
+GET /subscriptions/SUB/providers/NS (registrationState), GET .../resourceGroups/RG/providers/
+Microsoft.Authorization/permissions, GET/PUT/DELETE .../providers/Microsoft.HybridCompute/machines/NAME
+(kept in --azure-dir), GET /installer.sh. Loopback use only.
+
+USAGE: fake-arm [OPTIONS]
+
+OPTIONS:
+  --listen ADDR                  address to listen on (default 127.0.0.1:0, a free port)
+  --port-file FILE               write the bound port to FILE once listening
+  --ca-dir DIR                   write the test CA's certificate to DIR/ca.pem (for SSL_CERT_FILE)
+  --azure-dir DIR                the shared fake-Azure directory (FAKE_AZURE_DIR): machines, authz.json
+  --unregistered NS              this resource provider is NotRegistered (repeatable)
+  --permissions-missing-polls N  the first N permission reads grant nothing (roles propagating)
+  --permissions-never            permissions are never granted
+  --permissions-forbidden        the permissions API answers 403
+  --throttle N[:SECS]            the first N /subscriptions requests get 429 Retry-After SECS (default 1)
+  --untrusted                    serve a certificate from a CA that is not in ca.pem
+  --installer FILE               serve FILE at /installer.sh
+  --quiet                        no per-request lines on stderr
+  -h, --help                     this text
+
+Prints 'fake-arm listening on https://ADDR (CA certificate: PATH)' on stdout. Runs until killed.
+";
+
+fn fail(msg: &str) -> ! {
+    eprintln!("fake-arm: {msg}\n(see fake-arm --help)");
+    std::process::exit(2)
+}
+
+fn main() {
+    let mut cfg = ArmConfig {
+        log_stderr: true,
+        ..Default::default()
+    };
+    let mut port_file: Option<PathBuf> = None;
+    let mut args = std::env::args().skip(1);
+    while let Some(arg) = args.next() {
+        let (flag, inline) = match arg.split_once('=') {
+            Some((f, v)) if f.starts_with("--") => (f.to_string(), Some(v.to_string())),
+            _ => (arg.clone(), None),
+        };
+        let mut value = || -> String {
+            inline
+                .clone()
+                .or_else(|| args.next())
+                .unwrap_or_else(|| fail(&format!("{flag} needs a value")))
+        };
+        let num = |flag: &str, v: &str| -> u64 {
+            v.parse()
+                .unwrap_or_else(|_| fail(&format!("{flag}: not a number: {v:?}")))
+        };
+        match flag.as_str() {
+            "-h" | "--help" => {
+                print!("{HELP}");
+                return;
+            }
+            "--listen" => cfg.listen = value(),
+            "--port-file" => port_file = Some(PathBuf::from(value())),
+            "--ca-dir" => cfg.ca_dir = Some(PathBuf::from(value())),
+            "--azure-dir" => cfg.azure_dir = Some(PathBuf::from(value())),
+            "--unregistered" => cfg.unregistered.push(value()),
+            "--permissions-missing-polls" => {
+                let v = value();
+                cfg.permissions_missing_polls = num(&flag, &v) as u32
+            }
+            "--permissions-never" => cfg.permissions_never = true,
+            "--permissions-forbidden" => cfg.permissions_forbidden = true,
+            "--throttle" => {
+                let v = value();
+                let (n, secs) = v.split_once(':').unwrap_or((&v, "1"));
+                cfg.throttle_first = num(&flag, n) as u32;
+                cfg.retry_after_secs = num(&flag, secs);
+            }
+            "--untrusted" => cfg.untrusted = true,
+            "--installer" => {
+                let f = value();
+                cfg.installer = Some(
+                    std::fs::read_to_string(&f)
+                        .unwrap_or_else(|e| fail(&format!("--installer {f}: {e}"))),
+                )
+            }
+            "--quiet" => cfg.log_stderr = false,
+            other => fail(&format!("unknown option {other}")),
+        }
+    }
+    let arm = FakeArm::try_start(cfg).unwrap_or_else(|e| fail(&format!("cannot start: {e}")));
+    if let Some(p) = port_file {
+        std::fs::write(&p, arm.addr().port().to_string())
+            .unwrap_or_else(|e| fail(&format!("--port-file {}: {e}", p.display())));
+    }
+    println!(
+        "fake-arm listening on {} (CA certificate: {})",
+        arm.url(),
+        arm.ca_pem().display()
+    );
+    loop {
+        std::thread::park();
+    }
+}
