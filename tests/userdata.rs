@@ -2,7 +2,6 @@
 //! download script fetches through the proxy and checks the checksum, and that the committed
 //! examples are exactly what the documented commands print.
 
-#[allow(unused_imports)]
 mod common;
 
 use std::path::{Path, PathBuf};
