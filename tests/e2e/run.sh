@@ -293,6 +293,8 @@ for c in clone-kept clone-blank; do
     "any('--force-local-only' in c['argv'] for c in of('disconnect')) and all('--force-local-only' in c['argv'] for c in of('disconnect'))"
   check "$c" "enrolled under its own name $C_NAME (second connect ever on this disk)" \
     "len(of('connect')) == 2 and arg(of('connect')[1], '--resource-name') == '$C_NAME' and agent.get('connected') is True and agent.get('resourceName', '').lower() == '${C_NAME,,}'"
+  check "$c" "cloud-init's arc-enroll run (new instance-id) reports the clone's own resource" \
+    "'arc-enroll: $C_NAME (' in out and 'FAILED' not in out and '$P_NAME' not in out.split('arc-enroll: ')[-1]"
   check "$c" "state.json is the clone's" \
     "state.get('resource_name') == '$C_NAME' and '$C_UUID' in json.dumps(state).lower()"
   check "$c" "the parent's resource is left alone in the fake Azure, the clone's added" \
