@@ -81,6 +81,23 @@ EOF
 chmod 0755 "$root/opt/azcmagent/bin/azcmagent"
 # The operator re-run example runs once cloud-init is done; then the VM powers itself off.
 install -D -m 0755 "$repo/examples/operator-rerun.sh" "$root/usr/local/share/e2e/operator-rerun.sh"
+install -D -m 0755 "$repo/examples/golden-image.sh" "$root/usr/local/share/e2e/golden-image.sh"
+# With e2e.generalize=1 on the kernel command line the VM also runs the golden-image recipe before
+# powering off (keeping copies of the evidence the recipe clears).
+cat >"$root/usr/local/share/e2e/finish.sh" <<'EOF'
+#!/bin/sh
+/usr/local/share/e2e/operator-rerun.sh >/var/log/e2e-operator-rerun.log 2>&1
+echo "operator-rerun exit $?" >>/var/log/e2e-operator-rerun.log
+if grep -qw 'e2e.generalize=1' /proc/cmdline; then
+  mkdir -p /var/log/e2e-before-generalize
+  cp -p /var/lib/arc-enroll/state.json /var/opt/azcmagent-fake/agent.json /var/log/cloud-init-output.log \
+    /etc/machine-id /var/log/e2e-before-generalize/ 2>/dev/null
+  /usr/local/share/e2e/golden-image.sh >/var/log/e2e-golden-image.log 2>&1
+  echo "golden-image exit $?" >>/var/log/e2e-golden-image.log
+fi
+sync
+EOF
+chmod 0755 "$root/usr/local/share/e2e/finish.sh"
 cat >"$root/etc/systemd/system/e2e-finish.service" <<'EOF'
 [Unit]
 Description=e2e: operator re-run example, then power off
@@ -89,7 +106,7 @@ Wants=cloud-final.service
 
 [Service]
 Type=oneshot
-ExecStart=/bin/sh -c '/usr/local/share/e2e/operator-rerun.sh >/var/log/e2e-operator-rerun.log 2>&1; echo "operator-rerun exit $?" >>/var/log/e2e-operator-rerun.log; sync'
+ExecStart=/usr/local/share/e2e/finish.sh
 ExecStartPost=/bin/systemctl poweroff --no-block
 
 [Install]
@@ -124,7 +141,7 @@ free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",
 
 # boot NAME DISK UUID: start this boot's fake IMDS and tinyproxy, a NoCloud seed, QEMU (background).
 boot() {
-  local name=$1 disk=$2 uuid=$3 d=$work/$1
+  local name=$1 disk=$2 uuid=$3 extra=${4:-} d=$work/$1
   mkdir -p "$d"
   "$FAKE_IMDS" --listen 127.0.0.1:0 --port-file "$d/imds.port" --record "$d/imds.jsonl" --quiet \
     --tenant "$TENANT" --subscription "$SUB" --resource-group "$RG" --location "$LOC" \
@@ -160,7 +177,7 @@ EOF
   timeout "$BOOT_TIMEOUT" qemu-system-x86_64 -accel tcg,thread=multi -cpu max -smp 1 -m 1024 \
     -uuid "$uuid" -nodefaults -display none -no-reboot -serial "file:$d/console.log" \
     -kernel "$base/vmlinuz" -initrd "$base/initrd.img" \
-    -append "root=/dev/vda rw console=ttyS0 net.ifnames=0 systemd.show_status=1" \
+    -append "root=/dev/vda rw console=ttyS0 net.ifnames=0 systemd.show_status=1 $extra" \
     -drive "file=$disk,format=raw,if=virtio" \
     -drive "file=$d/seed.img,format=raw,if=virtio,readonly=on" \
     -netdev "user,id=n0,restrict=on,net=169.254.169.0/24,host=169.254.169.2,dns=169.254.169.3,dhcpstart=169.254.169.15,guestfwd=tcp:169.254.169.254:80-cmd:socat - TCP:127.0.0.1:$iport,guestfwd=tcp:$PROXY_ADDR:3128-cmd:socat - TCP:127.0.0.1:$pport" \
@@ -193,8 +210,19 @@ pull() {
   mkdir -p "$d/guest"
   for f in /var/log/cloud-init-output.log /var/log/cloud-init.log /var/log/e2e-operator-rerun.log \
            /var/log/e2e-agent-probe.log /var/opt/azcmagent-fake/calls.jsonl /var/opt/azcmagent-fake/agent.json \
-           /var/lib/arc-enroll/state.json /etc/machine-id /etc/arc-enroll/config.json; do
+           /var/lib/arc-enroll/state.json /etc/machine-id /etc/arc-enroll/config.json \
+           /var/log/e2e-golden-image.log; do
     debugfs -R "dump -p $f $d/guest/$(basename "$f")" "$disk" >/dev/null 2>&1 || true
+  done
+  mkdir -p "$d/guest/after-generalize"
+  for f in state.json agent.json cloud-init-output.log machine-id; do
+    if debugfs -R "dump -p /var/log/e2e-before-generalize/$f $d/guest/before-$f" "$disk" >/dev/null 2>&1 &&
+       [ -s "$d/guest/before-$f" ]; then
+      [ -e "$d/guest/$f" ] && mv "$d/guest/$f" "$d/guest/after-generalize/$f"
+      mv "$d/guest/before-$f" "$d/guest/$f"
+    else
+      rm -f "$d/guest/before-$f"
+    fi
   done
   debugfs -R "ls -p /var/opt/azcmagent-fake/azure/machines/$SUB/$RG" "$disk" 2>/dev/null |
     awk -F/ '$6 ~ /\.json$/ {print $6}' >"$d/guest/azure-machines" || true
@@ -284,7 +312,8 @@ EOF
 P_MID=$(cat "$work/parent/guest/machine-id")
 for c in clone-kept clone-blank; do
   mkdir -p "$work/$c"; echo "$work/$c.raw" >"$work/$c/disk"
-  boot "$c" "$work/$c.raw" "$(python3 -c 'import uuid; print(uuid.uuid4())')"
+  extra=; [ "$c" = clone-kept ] && extra=e2e.generalize=1
+  boot "$c" "$work/$c.raw" "$(python3 -c 'import uuid; print(uuid.uuid4())')" "$extra"
 done
 for c in clone-kept clone-blank; do wait_boot "$c"; done
 for c in clone-kept clone-blank; do
@@ -306,4 +335,25 @@ done
 check clone-kept "kept the parent's machine-id (VM-NOTES: a copy keeps it)" "text('guest/machine-id').strip() == '$P_MID'"
 check clone-blank "got a new machine-id" "text('guest/machine-id').strip() not in ('', '$P_MID')"
 
-step "PASSED: parent boot ${PARENT_BOOT}s, clone boots $(cat "$work/clone-kept/seconds")s and $(cat "$work/clone-blank/seconds")s (in parallel); total $(( $(date +%s) - T0 ))s"
+
+# ---------------------------------------------------------------- golden image
+# clone-kept ran examples/golden-image.sh (arc-enroll generalize, cloud-init clean, empty
+# machine-id) before powering off; a VM made from that disk must enroll as itself with no clone
+# handling needed: no new disconnect, a fresh cloud-init instance, a new machine-id.
+K_UUID=$(cat "$work/clone-kept/uuid"); K_NAME="$HOSTNAME_-${K_UUID:0:8}"
+check clone-kept "the golden-image recipe ran: generalize disconnected locally, state and machine-id cleared" \
+  "'golden-image exit 0' in text('guest/e2e-golden-image.log') and len(of('disconnect')) == 2 and all('--force-local-only' in c['argv'] for c in of('disconnect')) and not text('guest/after-generalize/state.json').strip() and text('guest/after-generalize/machine-id').strip() == ''"
+cp --sparse=always "$work/clone-kept.raw" "$work/golden.raw"
+mkdir -p "$work/golden"; echo "$work/golden.raw" >"$work/golden/disk"
+boot golden "$work/golden.raw" "$(python3 -c 'import uuid; print(uuid.uuid4())')"
+wait_boot golden
+G_UUID=$(cat "$work/golden/uuid"); G_NAME="$HOSTNAME_-${G_UUID:0:8}"
+step "golden: enrolled at guest uptime $(enrolled_at golden "$G_NAME")s (console)"
+check golden "a VM from the generalized image enrolled as itself with no clone handling" \
+  "len(of('connect')) == 3 and arg(of('connect')[2], '--resource-name') == '$G_NAME' and len(of('disconnect')) == 2 and agent.get('connected') is True and state.get('resource_name') == '$G_NAME'"
+check golden "cloud-init saw a fresh instance (clean) and its arc-enroll run reports $G_NAME" \
+  "'arc-enroll: $G_NAME (' in out and '$K_NAME' not in out and 'FAILED' not in out"
+check golden "new machine-id, every earlier resource left alone in the fake Azure" \
+  "text('guest/machine-id').strip() not in ('', '$P_MID') and all(n in machines for n in ('${P_NAME,,}.json', '${K_NAME,,}.json', '${G_NAME,,}.json'))"
+
+step "PASSED: parent boot ${PARENT_BOOT}s, clone boots $(cat "$work/clone-kept/seconds")s and $(cat "$work/clone-blank/seconds")s (in parallel), golden-image clone $(cat "$work/golden/seconds")s; total $(( $(date +%s) - T0 ))s"
