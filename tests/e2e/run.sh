@@ -173,6 +173,7 @@ EOF
   mkfs.vfat -n CIDATA -C "$d/seed.img" 1024 >/dev/null
   mcopy -i "$d/seed.img" "$d/user-data" "$d/meta-data" ::
   echo "$uuid" >"$d/uuid"
+  echo "$extra" >"$d/extra"
   date +%s >"$d/started"
   timeout "$BOOT_TIMEOUT" qemu-system-x86_64 -accel tcg,thread=multi -cpu max -smp 1 -m 1024 \
     -uuid "$uuid" -nodefaults -display none -no-reboot -serial "file:$d/console.log" \
@@ -214,7 +215,11 @@ pull() {
            /var/log/e2e-golden-image.log; do
     debugfs -R "dump -p $f $d/guest/$(basename "$f")" "$disk" >/dev/null 2>&1 || true
   done
+  debugfs -R "ls -p /var/opt/azcmagent-fake/azure/machines/$SUB/$RG" "$disk" 2>/dev/null |
+    awk -F/ '$6 ~ /\.json$/ {print $6}' >"$d/guest/azure-machines" || true
   mkdir -p "$d/guest/after-generalize"
+  # Only a boot that ran the recipe reads its snapshots (a disk copied from it still carries them).
+  grep -q 'e2e.generalize=1' "$d/extra" 2>/dev/null || return 0
   for f in state.json agent.json cloud-init-output.log machine-id; do
     if debugfs -R "dump -p /var/log/e2e-before-generalize/$f $d/guest/before-$f" "$disk" >/dev/null 2>&1 &&
        [ -s "$d/guest/before-$f" ]; then
@@ -224,8 +229,6 @@ pull() {
       rm -f "$d/guest/before-$f"
     fi
   done
-  debugfs -R "ls -p /var/opt/azcmagent-fake/azure/machines/$SUB/$RG" "$disk" 2>/dev/null |
-    awk -F/ '$6 ~ /\.json$/ {print $6}' >"$d/guest/azure-machines" || true
 }
 
 show_logs() {
