@@ -122,3 +122,39 @@ fleet: build
 bench: build
 	$(CARGO) build --locked -p arc-enroll-fakes
 	ARC_ENROLL_BIN=$(RELEASE_BIN) FAKES=$(FAKES_BIN) bash tests/bench/bench.sh BENCHMARKS.md
+
+## ---- Packaging and the real-VM end-to-end test (docs/e2e.md) ----
+DEB_DIR := target/deb
+ASSETS_DIR := target/assets
+FAKE_AGENT_MUSL := target/$(TARGET)/release/fake-azcmagent
+FAKE_IMDS_BIN := target/debug/fake-imds
+
+.PHONY: deb deb-test assets setup-deb e2e setup-e2e
+
+setup-deb:
+	@bash tests/e2e/setup-host.sh deb
+
+## Man page and bash/zsh/fish completions, generated from the clap definitions.
+assets:
+	$(CARGO) run --locked --quiet --example gen-assets -- $(ASSETS_DIR)
+
+## The .deb: static binary in /usr/bin, systemd unit, example config, man page, completions; lintian.
+deb: build assets setup-deb
+	@deb=$$(bash packaging/build-deb.sh $(RELEASE_BIN) $(ASSETS_DIR) $(DEB_DIR)) && \
+	  ls -l $$deb && dpkg-deb --info $$deb | sed -n '/Package:/,$$p' && \
+	  echo "lintian $$deb" && lintian --fail-on error,warning --suppress-tags-from-file packaging/lintian-suppressed $$deb
+
+## Install the .deb on this machine, run it, purge it (leaves nothing behind).
+deb-test: deb
+	bash tests/e2e/deb-test.sh $(DEB_DIR)/arc-enroll_*_amd64.deb
+
+setup-e2e:
+	@bash tests/e2e/setup-host.sh e2e
+
+## Boot a real Debian VM (QEMU TCG) with cloud-init and the .deb, enroll it through a real proxy
+## against a fake IMDS and a fake agent, then boot a clone and check it enrolls as itself.
+e2e: deb deb-test setup-e2e
+	$(CARGO) build --locked --release --target $(TARGET) -p arc-enroll-fakes --bin fake-azcmagent
+	$(CARGO) build --locked -p arc-enroll-fakes --bin fake-imds
+	bash tests/e2e/run.sh --deb $$(ls $(DEB_DIR)/arc-enroll_*_amd64.deb | head -1) \
+	  --fake-agent $(FAKE_AGENT_MUSL) --fake-imds $(FAKE_IMDS_BIN) --arc-enroll $(RELEASE_BIN)

@@ -1,0 +1,35 @@
+#!/usr/bin/env bash
+# Build target/deb/arc-enroll_<version>_amd64.deb with dpkg-deb from a release binary and the
+# man page and completions that `cargo run --example gen-assets` generated from the clap definitions.
+# Usage: packaging/build-deb.sh BINARY ASSETS_DIR OUT_DIR
+set -euo pipefail
+bin=$1 assets=$2 out=$3
+here=$(cd "$(dirname "$0")" && pwd)
+repo=$(dirname "$here")
+version=$(sed -n 's/^version = "\(.*\)"/\1/p' "$repo/Cargo.toml" | head -1)
+root=$(mktemp -d)
+trap 'rm -rf "$root"' EXIT
+umask 022
+install -D -m 0755 "$bin" "$root/usr/bin/arc-enroll"
+install -D -m 0644 "$repo/cloud-init/arc-enroll.service" "$root/lib/systemd/system/arc-enroll.service"
+install -D -m 0644 "$here/config.example.json" "$root/usr/share/doc/arc-enroll/examples/config.json"
+for f in "$repo"/examples/*.yaml; do
+  install -m 0644 "$f" "$root/usr/share/doc/arc-enroll/examples/"
+done
+install -D -m 0644 "$here/debian/copyright" "$root/usr/share/doc/arc-enroll/copyright"
+install -d "$root/usr/share/man/man1"
+gzip -9n <"$assets/arc-enroll.1" >"$root/usr/share/man/man1/arc-enroll.1.gz"
+chmod 0644 "$root/usr/share/man/man1/arc-enroll.1.gz"
+install -D -m 0644 "$assets/arc-enroll.bash" "$root/usr/share/bash-completion/completions/arc-enroll"
+install -D -m 0644 "$assets/_arc-enroll" "$root/usr/share/zsh/vendor-completions/_arc-enroll"
+install -D -m 0644 "$assets/arc-enroll.fish" "$root/usr/share/fish/vendor_completions.d/arc-enroll.fish"
+install -d "$root/DEBIAN"
+install -m 0755 "$here/debian/postinst" "$here/debian/postrm" "$root/DEBIAN/"
+size=$(du -sk --exclude=DEBIAN "$root" | cut -f1)
+sed -e "s/@VERSION@/$version/" -e "s/@SIZE@/$size/" "$here/debian/control.in" >"$root/DEBIAN/control"
+(cd "$root" && find . -type f ! -path './DEBIAN/*' -printf '%P\0' | sort -z | xargs -0 md5sum) >"$root/DEBIAN/md5sums"
+chmod 0644 "$root/DEBIAN/control" "$root/DEBIAN/md5sums"
+mkdir -p "$out"
+deb="$out/arc-enroll_${version}_amd64.deb"
+dpkg-deb --root-owner-group -Zxz --build "$root" "$deb" >/dev/null
+echo "$deb"
