@@ -73,7 +73,7 @@ setup-aarch64:
 setup-qemu:
 	@command -v qemu-aarch64 >/dev/null || command -v qemu-aarch64-static >/dev/null || { echo "installing qemu-user"; (apt-get update -qq || true) && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq qemu-user; }
 
-release: setup-musl setup-aarch64
+release: setup-musl setup-aarch64 assets
 	$(CARGO) build --release --locked --target $(TARGET) --bin arc-enroll
 	$(AARCH64_ENV) $(CARGO) build --release --locked --target $(AARCH64) --bin arc-enroll
 	rm -rf $(DIST) && mkdir -p $(DIST)
@@ -83,8 +83,8 @@ release: setup-musl setup-aarch64
 	  if command -v file >/dev/null; then file -b $$b | grep -Eq 'statically linked|static-pie linked' || { echo "$$b is not static: $$(file -b $$b)"; exit 1; }; \
 	  elif readelf -l $$b 2>/dev/null | grep -q INTERP; then echo "$$b has a dynamic loader"; exit 1; fi; \
 	done
-	scripts/release-deb.sh amd64 $(DIST_X86) $(DIST)
-	scripts/release-deb.sh arm64 $(DIST_ARM) $(DIST)
+	bash packaging/build-deb.sh $(DIST_X86) $(ASSETS_DIR) $(DIST) amd64
+	bash packaging/build-deb.sh $(DIST_ARM) $(ASSETS_DIR) $(DIST) arm64
 	cd $(DIST) && sha256sum arc-enroll-$(VERSION)-*-linux arc-enroll_$(VERSION)_*.deb > SHA256SUMS && sha256sum -c --quiet SHA256SUMS
 	@cd $(DIST) && ls -l && cat SHA256SUMS
 	@command -v file >/dev/null && file $(DIST_X86) $(DIST_ARM) || true
