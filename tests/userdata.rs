@@ -421,3 +421,109 @@ fn binary_is_fetched_through_the_proxy_and_its_checksum_checked() {
         "the download did not go through the proxy:\n{log}"
     );
 }
+
+/// The seed-flow examples in cloud-init/: cloud-init accepts them, and the exact command line
+/// their runcmd runs (the Nexus guide's variables) enrolls against the fakes, with the identity,
+/// subscription, group, tenant, location and proxy taken from those variables.
+#[test]
+fn seed_flow_examples_are_valid_and_their_runcmd_enrolls() {
+    use arc_enroll_fakes::imds::{FakeImds, ImdsConfig, UserIdentity};
+    for name in [
+        "seed-flow-system-assigned.yaml",
+        "seed-flow-user-assigned.yaml",
+    ] {
+        let text = read(&repo().join("cloud-init").join(name));
+        if let Some(ci) = cloud_init() {
+            schema_check(&ci, &text, name);
+        } else {
+            skipped(
+                "seed_flow_examples_are_valid_and_their_runcmd_enrolls (schema part)",
+                "no cloud-init",
+            );
+        }
+        // The runcmd entry: `- - env` followed by `    - VAR=value` lines and the command.
+        let items: Vec<String> = text
+            .lines()
+            .skip_while(|l| !l.trim_start().starts_with("- - env"))
+            .skip(1)
+            .map_while(|l| {
+                l.trim_start()
+                    .strip_prefix("- ")
+                    .map(|v| v.trim_matches('"').to_string())
+            })
+            .collect();
+        let (env, cmd): (Vec<&String>, Vec<&String>) = items
+            .iter()
+            .partition(|i| i.contains('=') && !i.starts_with('-') && !i.starts_with('{'));
+        assert_eq!(cmd[0], "arc-enroll", "{name}: {items:?}");
+        let uami = env
+            .iter()
+            .find_map(|e| e.strip_prefix("UAMI_ID="))
+            .map(|s| s.to_string());
+        // The fake VM lives where the example says: same tenant, subscription and group.
+        let var = |v: &str| {
+            env.iter()
+                .find_map(|e| e.strip_prefix(&format!("{v}=")))
+                .unwrap()
+                .to_string()
+        };
+        let mut cfg = ImdsConfig {
+            tenant_id: var("TENANT_ID"),
+            subscription_id: var("SUBSCRIPTION_ID"),
+            resource_group: var("RESOURCE_GROUP"),
+            ..Default::default()
+        };
+        if let Some(id) = &uami {
+            cfg = cfg.with_user_assigned(UserIdentity::new(id));
+        }
+        let imds = FakeImds::start(cfg);
+        let sb = Sandbox::new("seedflow");
+        let mut c = sb.cmd(&imds.url());
+        for e in &env {
+            let (k, v) = e.split_once('=').unwrap();
+            c.env(k, v);
+        }
+        c.args(&cmd[1..]);
+        let r = run_guarded(c, std::time::Duration::from_secs(60));
+        r.expect_code(0)
+            .log_has("environment SUBSCRIPTION_ID (seed flow variable)")
+            .log_has("environment HTTPS_PROXY (seed flow variable)");
+        let call = &sb.agent_calls_of("connect")[0];
+        let argv: Vec<&str> = call["argv"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| v.as_str().unwrap())
+            .collect();
+        for (flag, var) in [
+            ("--subscription-id", "SUBSCRIPTION_ID"),
+            ("--resource-group", "RESOURCE_GROUP"),
+            ("--tenant-id", "TENANT_ID"),
+            ("--location", "LOCATION"),
+        ] {
+            let want = env
+                .iter()
+                .find_map(|e| e.strip_prefix(&format!("{var}=")))
+                .unwrap();
+            assert!(
+                argv.windows(2).any(|w| w[0] == flag && w[1] == want),
+                "{name}: {flag} {want} in {argv:?}"
+            );
+        }
+        assert_eq!(
+            call["env"]["HTTPS_PROXY"], "http://169.254.0.11:3128",
+            "{name}"
+        );
+        let tok = imds
+            .requests()
+            .into_iter()
+            .find(|r| r.is_token_request())
+            .unwrap();
+        assert_eq!(
+            tok.param("msi_res_id").map(str::to_string),
+            uami,
+            "{name}: identity selector"
+        );
+        assert!(!tok.via_proxy, "{name}: IMDS through the proxy");
+    }
+}
