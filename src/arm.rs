@@ -112,12 +112,7 @@ impl<'a> Arm<'a> {
                     Err(e) => Read::Unavailable(format!("unreadable provider answer: {e}")),
                 }
             }
-            Read::Ok((status, body)) => Read::Unavailable(format!(
-                "HTTP {status}{}",
-                arm_error(&body)
-                    .map(|e| format!(": {e}"))
-                    .unwrap_or_default()
-            )),
+            Read::Ok((status, body)) => Read::Unavailable(unexpected(status, &body)),
             Read::Denied(d) => Read::Denied(d),
             Read::Unavailable(u) => Read::Unavailable(u),
         })
@@ -145,19 +140,8 @@ impl<'a> Arm<'a> {
                     Err(e) => Read::Unavailable(format!("unreadable permissions answer: {e}")),
                 }
             }
-            // A resource group that does not exist yet: nothing is granted on it.
-            Read::Ok((404, body)) => Read::Unavailable(format!(
-                "HTTP 404{}",
-                arm_error(&body)
-                    .map(|e| format!(": {e}"))
-                    .unwrap_or_default()
-            )),
-            Read::Ok((status, body)) => Read::Unavailable(format!(
-                "HTTP {status}{}",
-                arm_error(&body)
-                    .map(|e| format!(": {e}"))
-                    .unwrap_or_default()
-            )),
+            // Includes 404: a resource group that does not exist yet grants nothing.
+            Read::Ok((status, body)) => Read::Unavailable(unexpected(status, &body)),
             Read::Denied(d) => Read::Denied(d),
             Read::Unavailable(u) => Read::Unavailable(u),
         })
@@ -180,12 +164,7 @@ impl<'a> Arm<'a> {
                 None => Read::Unavailable("unreadable machine resource".into()),
             },
             Read::Ok((404, _)) => Read::Ok(None),
-            Read::Ok((status, body)) => Read::Unavailable(format!(
-                "HTTP {status}{}",
-                arm_error(&body)
-                    .map(|e| format!(": {e}"))
-                    .unwrap_or_default()
-            )),
+            Read::Ok((status, body)) => Read::Unavailable(unexpected(status, &body)),
             Read::Denied(d) => Read::Denied(d),
             Read::Unavailable(u) => Read::Unavailable(u),
         })
@@ -308,6 +287,16 @@ pub fn is_tls_failure(f: &Failure) -> bool {
 fn is_tls_text(m: &str) -> bool {
     let m = m.to_ascii_lowercase();
     m.contains("peer certificate") || m.contains("certificate") && m.contains("invalid")
+}
+
+/// `HTTP 409: Code: message` for an answer we cannot use.
+fn unexpected(status: u16, body: &str) -> String {
+    format!(
+        "HTTP {status}{}",
+        arm_error(body)
+            .map(|e| format!(": {e}"))
+            .unwrap_or_default()
+    )
 }
 
 /// `code: message` from ARM's error body `{"error":{"code":..,"message":..}}`.
