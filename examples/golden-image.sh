@@ -14,5 +14,7 @@ cloud-init clean --logs
 truncate -s 0 /etc/machine-id
 rm -f /var/lib/dbus/machine-id
 # 4. Keep /etc/arc-enroll/config.json, and use a resource-name template with {vm_uuid8} (or
-#    {machine_id8}) in it, so clones that share a host name do not collide in Azure.
+#    {machine_id8}) in it, so clones that share a host name do not collide in Azure. Put the
+#    agent's lockdown there too (examples/config-lockdown.json: monitor mode, an allowlist of
+#    monitoring extensions), so every clone is locked down before its first heartbeat.
 echo "generalized: power off now and capture the disk"

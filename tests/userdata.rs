@@ -49,6 +49,18 @@ fn example_args(name: &str) -> Vec<&'static str> {
             "--no-proxy",
             "169.254.169.254,localhost,127.0.0.1",
         ],
+        // A golden image's locked-down agent: the agent section comes from the config file.
+        "nexus-lockdown.yaml" => vec![
+            "user-data",
+            "--config",
+            "examples/config-lockdown.json",
+            "--location",
+            "eastus",
+            "--proxy",
+            "http://10.0.0.10:3128",
+            "--no-proxy",
+            "169.254.169.254,localhost,127.0.0.1",
+        ],
         _ => unreachable!(),
     }
 }
@@ -59,7 +71,7 @@ fn repo() -> PathBuf {
 
 /// Run `arc-enroll ARGS` with a clean environment and no config file.
 fn user_data(args: &[&str], env: &[(&str, &str)]) -> Run {
-    let mut c = Command::new(bin());
+    let mut c = bin_command();
     c.env_clear()
         .env("PATH", std::env::var("PATH").unwrap_or_default())
         .env("ARC_ENROLL_CONFIG", "")
@@ -242,7 +254,11 @@ fn committed_examples_are_what_the_documented_commands_print() {
             .collect::<Vec<_>>()
             .join("\n")
     };
-    for name in ["nexus-system-assigned.yaml", "nexus-user-assigned.yaml"] {
+    for name in [
+        "nexus-system-assigned.yaml",
+        "nexus-user-assigned.yaml",
+        "nexus-lockdown.yaml",
+    ] {
         let r = user_data(&example_args(name), &[]);
         r.expect_code(0);
         let committed = read(&repo().join("examples").join(name));
@@ -286,7 +302,11 @@ fn cloud_init_schema_accepts_every_variant() {
         r.expect_code(0);
         schema_check(&ci, &r.stdout, label);
     }
-    for name in ["nexus-system-assigned.yaml", "nexus-user-assigned.yaml"] {
+    for name in [
+        "nexus-system-assigned.yaml",
+        "nexus-user-assigned.yaml",
+        "nexus-lockdown.yaml",
+    ] {
         schema_check(&ci, &read(&repo().join("examples").join(name)), name);
     }
 }
