@@ -32,6 +32,10 @@ pub const IMDS_PROBE_TIMEOUT: Duration = Duration::from_secs(3);
 /// Between polls for a role assignment or provider registration: both take minutes (FACTS §8).
 pub const AZURE_POLL_BASE: Duration = Duration::from_secs(5);
 pub const AZURE_POLL_CAP: Duration = Duration::from_secs(60);
+/// A poll (fresh token + three ARM reads) needs at least this long: one begun with less left
+/// before the deadline could only time out and be mistaken for "cannot read, let the agent
+/// decide" after every earlier poll had found something missing.
+pub const AZURE_POLL_MIN_ATTEMPT: Duration = Duration::from_secs(15);
 
 /// Install the agent (after the token was obtained).
 pub fn install_agent(
@@ -588,7 +592,8 @@ pub fn before_connect(
             log::info!("{msg}");
         }
     };
-    let mut backoff = Backoff::new(AZURE_POLL_BASE, AZURE_POLL_CAP);
+    let mut backoff =
+        Backoff::new(AZURE_POLL_BASE, AZURE_POLL_CAP).with_min_attempt(AZURE_POLL_MIN_ATTEMPT);
     log::info!(
         "checking in Azure before running the agent: providers, the identity's permissions on {scope}, and whether {} is taken",
         target.resource_name
