@@ -587,7 +587,7 @@ fn an_agent_hanging_past_the_deadline_is_stopped_and_the_token_stays_out_of_the_
     sb.agent_behaviour(json!({"connect_hang_secs": 600}));
     let r = sb.run(
         &imds.url(),
-        &["connect", "--token-on-command-line", "--timeout", "10m"],
+        &["connect", "--token-on-command-line", "--timeout", "2m"],
         &[("ARC_ENROLL_TIME_SCALE", "200")],
     );
     r.expect_code(7)
