@@ -13,18 +13,9 @@ fn write_config(sb: &Sandbox, agent: Value) {
     std::fs::write(&sb.config, json!({ "agent": agent }).to_string()).unwrap();
 }
 
-/// The recorded fake-agent calls of one subcommand. The fake records `argv` without the program
-/// name, so the subcommand is `argv[0]` (the harness's `agent_calls_of` looks at `argv[1]`).
-fn calls_of(sb: &Sandbox, sub: &str) -> Vec<Value> {
-    sb.agent_calls()
-        .into_iter()
-        .filter(|c| c["argv"][0].as_str() == Some(sub))
-        .collect()
-}
-
 /// `config set`/`config clear` calls, as "set KEY VALUE" / "clear KEY".
 fn changes(sb: &Sandbox) -> Vec<String> {
-    calls_of(sb, "config")
+    sb.agent_calls_of("config")
         .iter()
         .filter_map(|c| {
             let argv: Vec<&str> = c["argv"]
@@ -113,7 +104,7 @@ fn applies_before_connect_setting_only_what_differs_and_verifies_after() {
         .count();
     assert_eq!(gets_after, 4, "each setting is read back after connect");
     assert_eq!(agent_value(&sb, "config.mode"), json!("monitor"));
-    assert_eq!(calls_of(&sb, "connect").len(), 1);
+    assert_eq!(sb.agent_calls_of("connect").len(), 1);
 }
 
 #[test]
@@ -168,7 +159,7 @@ fn rerun_repairs_drift_without_reconnecting() {
         .out_has("DRIFT");
 
     let sets_before = changes(&sb).len();
-    let connects_before = calls_of(&sb, "connect").len();
+    let connects_before = sb.agent_calls_of("connect").len();
     imds.clear_requests();
     sb.run(&imds.url(), &["connect"], &[])
         .expect_code(0)
@@ -183,7 +174,7 @@ fn rerun_repairs_drift_without_reconnecting() {
         "exactly one set"
     );
     assert_eq!(
-        calls_of(&sb, "connect").len(),
+        sb.agent_calls_of("connect").len(),
         connects_before,
         "no reconnect"
     );
@@ -212,7 +203,7 @@ fn an_old_agent_without_a_property_fails_with_its_version() {
         changes(&sb).is_empty(),
         "nothing is changed when a setting is unknown"
     );
-    assert_eq!(calls_of(&sb, "connect").len(), 0, "not connected");
+    assert_eq!(sb.agent_calls_of("connect").len(), 0, "not connected");
 }
 
 #[test]
@@ -233,7 +224,7 @@ fn an_old_agent_without_an_optional_property_warns_and_connects() {
         changes(&sb),
         [format!("set extensions.allowlist {AMA},{MDE}")]
     );
-    assert_eq!(calls_of(&sb, "connect").len(), 1);
+    assert_eq!(sb.agent_calls_of("connect").len(), 1);
 }
 
 #[test]
@@ -267,14 +258,14 @@ fn a_setting_that_does_not_hold_after_connect_is_exit_5() {
         .log_has("extensions.enabled: set to false (was true)")
         .log_has("config.mode: verified monitor")
         .log_has("extensions.enabled is true but false is wanted");
-    assert_eq!(calls_of(&sb, "connect").len(), 1);
+    assert_eq!(sb.agent_calls_of("connect").len(), 1);
     assert!(sb.state().is_some(), "the enrollment itself is recorded");
 
     // The re-run repairs it without reconnecting (through the plain fake agent now).
     sb.run(&imds.url(), &["connect"], &[])
         .expect_code(0)
         .log_has("extensions.enabled: set to false (was true)");
-    assert_eq!(calls_of(&sb, "connect").len(), 1, "no reconnect");
+    assert_eq!(sb.agent_calls_of("connect").len(), 1, "no reconnect");
 }
 
 #[test]

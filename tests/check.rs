@@ -90,15 +90,6 @@ impl World {
     }
 }
 
-/// The fake agent's recorded `connect` calls. (`Sandbox::agent_calls_of` looks at argv[1], but the
-/// fake agent records the arguments after the program name, so the subcommand is argv[0].)
-fn connect_calls(sb: &Sandbox) -> Vec<serde_json::Value> {
-    sb.agent_calls()
-        .into_iter()
-        .filter(|c| c["argv"][0] == "connect")
-        .collect()
-}
-
 const OTHER_UUID: &str = "11111111-2222-3333-4444-555555555555";
 
 // ---------------------------------------------------------------------------------------------
@@ -281,7 +272,7 @@ fn connect_waits_for_permissions_then_succeeds() {
         "{} token requests",
         w.imds.token_requests()
     );
-    assert_eq!(connect_calls(&w.sb).len(), 1);
+    assert_eq!(w.sb.agent_calls_of("connect").len(), 1);
     w.assert_proxied();
 }
 
@@ -293,7 +284,10 @@ fn connect_without_permissions_at_the_deadline_exits_4_naming_roles_and_scope() 
     r.out_has("Azure Connected Machine Resource Manager");
     r.out_has("HybridCompute Machine ListAccessDetails Action");
     r.out_has(&format!("--scope {}", w.scope()));
-    assert!(connect_calls(&w.sb).is_empty(), "the agent must not run");
+    assert!(
+        w.sb.agent_calls_of("connect").is_empty(),
+        "the agent must not run"
+    );
     assert!(w.arm.requests_to(arm::PERMISSIONS_PATH_SUFFIX).len() >= 2);
 }
 
@@ -306,7 +300,7 @@ fn connect_with_unregistered_providers_exits_4_with_register_advice() {
     r.expect_code(4);
     r.log_has("resource provider Microsoft.HybridConnectivity is NotRegistered");
     r.out_has("az provider register --namespace Microsoft.HybridConnectivity");
-    assert!(connect_calls(&w.sb).is_empty());
+    assert!(w.sb.agent_calls_of("connect").is_empty());
 }
 
 #[test]
@@ -317,7 +311,10 @@ fn connect_refuses_a_name_taken_by_another_machine_before_the_agent_runs() {
     r.expect_code(6);
     r.out_has("found before running the agent");
     r.out_has("--resource-name '{hostname}-{vm_uuid8}'");
-    assert!(connect_calls(&w.sb).is_empty(), "no agent connect call");
+    assert!(
+        w.sb.agent_calls_of("connect").is_empty(),
+        "no agent connect call"
+    );
 }
 
 #[test]
@@ -327,7 +324,7 @@ fn connect_proceeds_when_the_name_is_this_machines() {
     let r = w.run(&["connect"], &[]);
     r.expect_code(0);
     r.log_has("already exists and is this machine");
-    assert_eq!(connect_calls(&w.sb).len(), 1);
+    assert_eq!(w.sb.agent_calls_of("connect").len(), 1);
 }
 
 #[test]
@@ -356,7 +353,7 @@ fn connect_falls_back_to_the_agent_when_permissions_cannot_be_read() {
     r.expect_code(0);
     r.log_has("the token cannot read its permissions");
     r.log_has("relying on the agent's own answer");
-    assert_eq!(connect_calls(&w.sb).len(), 1);
+    assert_eq!(w.sb.agent_calls_of("connect").len(), 1);
 }
 
 #[test]
@@ -366,7 +363,7 @@ fn connect_with_an_untrusted_arm_certificate_says_so_and_leaves_it_to_the_agent(
     r.expect_code(0);
     r.log_has("cannot check permissions in Azure (TLS failed");
     r.log_has("UnknownIssuer");
-    assert_eq!(connect_calls(&w.sb).len(), 1);
+    assert_eq!(w.sb.agent_calls_of("connect").len(), 1);
 }
 
 #[test]
@@ -461,7 +458,7 @@ fn install_agent_downloads_and_runs_the_installer_through_the_proxy() {
         "{rec}"
     );
     assert!(rec.contains("169.254.169.254"), "{rec}");
-    assert_eq!(connect_calls(&w.sb).len(), 1);
+    assert_eq!(w.sb.agent_calls_of("connect").len(), 1);
     assert_eq!(w.arm.requests_to("/installer.sh").len(), 1);
     w.assert_proxied();
     // The private copy of the installer is gone.
