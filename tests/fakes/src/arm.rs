@@ -120,10 +120,7 @@ pub struct Recorded {
 
 impl Recorded {
     pub fn param(&self, name: &str) -> Option<&str> {
-        self.query
-            .iter()
-            .find(|(k, _)| k == name)
-            .map(|(_, v)| v.as_str())
+        crate::http::param(&self.query, name)
     }
 }
 
