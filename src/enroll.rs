@@ -448,7 +448,14 @@ pub fn decide(
                 }),
                 crate::config::ClonePolicy::Ignore => {
                     log::warn!("this machine is a clone of an enrolled machine: {ev}; ignoring it (--clone-policy ignore)");
-                    Ok(Decision::AlreadyDone(Box::new(state.cloned().unwrap_or_default())))
+                    {
+                        // Without our state, report what the agent holds rather than an empty record.
+                        let held = state
+                            .cloned()
+                            .or_else(|| show.map(|s| adopt(settings, s, now)))
+                            .unwrap_or_default();
+                        Ok(Decision::AlreadyDone(Box::new(held)))
+                    }
                 }
             }
         }

@@ -132,6 +132,24 @@ fn clone_policies_fail_and_ignore() {
 }
 
 #[test]
+fn ignored_clone_without_state_reports_the_resource_the_agent_holds() {
+    let imds = imds();
+    let sb = Sandbox::new("clone-ignore-nostate");
+    enroll(&sb, &imds, &[]);
+    std::fs::remove_file(sb.state_dir.join("state.json")).unwrap();
+    sb.set_machine(CLONE_UUID, CLONE_MID, "web02");
+    let r = sb.run(
+        &imds.url(),
+        &["connect", "--clone-policy", "ignore", "--json"],
+        &[],
+    );
+    r.expect_code(0).log_has("ignoring it");
+    let v: serde_json::Value = serde_json::from_str(r.stdout.trim()).unwrap();
+    assert_eq!(v["resource_name"], "web01", "{v}");
+    assert_eq!(sb.agent_calls_of("connect").len(), 1);
+}
+
+#[test]
 fn generalize_online_disconnects_locally_and_removes_state() {
     let imds = imds();
     let sb = Sandbox::new("gen-online");
