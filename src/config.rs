@@ -11,6 +11,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use serde::Deserialize;
+use serde_json::Value;
 
 use crate::cli::{Opts, Sources};
 use crate::error::Error;
@@ -271,7 +272,59 @@ pub fn process_env() -> Env {
 /// Resolve and validate all settings. No network; reads the config file and /etc/environment.
 pub fn resolve(opts: &Opts, sources: &Sources, env: &Env) -> Result<Settings, Error> {
     let r = Resolver::new(opts, sources, env)?;
-    r.settings()
+    let s = r.settings()?;
+    check_free_text(&s)?;
+    Ok(s)
+}
+
+/// No setting holds a control character or line separator (they would break the lines of the
+/// user-data YAML, the agent's command line, the logs). Values with stricter rules (GUIDs, the
+/// location, resource ids) are already checked; this covers the free text.
+fn check_free_text(s: &Settings) -> Result<(), Error> {
+    let strs: [(&str, Option<&Sourced<String>>); 10] = [
+        ("subscription_id", s.subscription_id.as_ref()),
+        ("resource_group", s.resource_group.as_ref()),
+        ("tenant_id", s.tenant_id.as_ref()),
+        ("location", s.location.as_ref()),
+        ("resource_name", Some(&s.resource_name)),
+        ("correlation_id", s.correlation_id.as_ref()),
+        ("imds_endpoint", Some(&s.imds_endpoint)),
+        ("arm_endpoint", Some(&s.arm_endpoint)),
+        ("agent_installer_url", Some(&s.agent_installer_url)),
+        ("azcmagent", s.azcmagent.as_ref()),
+    ];
+    for (name, v) in strs.into_iter() {
+        if let Some(v) = v {
+            check_text(name, &v.value, &v.source)?;
+        }
+    }
+    for (name, v) in [
+        ("private_link_scope", &s.private_link_scope),
+        ("gateway_id", &s.gateway_id),
+    ] {
+        if let Some(v) = v {
+            check_text(name, &v.value, &v.source)?;
+        }
+    }
+    for (k, v) in &s.tags.value {
+        check_text("tags", &format!("{k}={v}"), &s.tags.source)?;
+    }
+    for (name, p) in [("state_dir", &s.state_dir), ("sysroot", &s.sysroot)] {
+        check_text(name, &p.value.to_string_lossy(), &p.source)?;
+    }
+    if let Some(p) = &s.config_file {
+        check_text("config", &p.to_string_lossy(), "the config file path")?;
+    }
+    if let Some((n, src)) = &s.proxy.no_proxy {
+        check_text("no_proxy", n, src)?;
+    }
+    if let Identity::ResourceId(v) = &s.identity.value {
+        check_text("identity_resource_id", v, &s.identity.source)?;
+    }
+    if let Some(a) = &s.agent {
+        check_json_text("agent", &a.value, &a.source)?;
+    }
+    Ok(())
 }
 
 struct Resolver<'a> {
@@ -696,6 +749,12 @@ impl<'a> Resolver<'a> {
         let parse = |c: Option<(String, String)>| -> Result<Option<(ProxyUrl, String)>, Error> {
             match c {
                 None => Ok(None),
+                Some((v, s)) if v.chars().any(is_control_or_separator) => Err(Error::invalid(
+                    "proxy",
+                    redact_userinfo(&v),
+                    s,
+                    "holds a control character or line separator; settings are one line of printable text",
+                )),
                 Some((v, s)) => match ProxyUrl::parse(&v) {
                     Ok(u) => Ok(Some((u, s))),
                     // Never echo the value: it may hold a password.
@@ -1025,9 +1084,36 @@ fn read_tag_part(
     Ok(out)
 }
 
-fn validate_tag(k: &str, v: &str) -> Result<(), String> {
+/// A tag the agent's `--tags` form (FACTS §1.2: `K=V,K2='v w'`, single quotes only, no escape)
+/// can carry unchanged: no `'` anywhere (it would end the quoting and start another tag), no `=`
+/// in a name (the first `=` ends the name), no surrounding blanks (the agent trims them) and no
+/// control characters or line separators.
+pub fn validate_tag(k: &str, v: &str) -> Result<(), String> {
     if k.is_empty() {
         return Err("a tag has an empty name".into());
+    }
+    for (what, s) in [("name", k), ("value", v)] {
+        if let Some(c) = s.chars().find(|&c| is_control_or_separator(c)) {
+            return Err(format!(
+                "tag {k:?}: its {what} holds the control character or line separator {c:?}; tags are one line of text"
+            ));
+        }
+        if s.contains('\'') {
+            return Err(format!(
+                "tag {k:?}: its {what} holds a single quote, which the agent's --tags form (K=V,K2='v w') cannot carry: \
+                 it would end the quoting and start another tag; remove the quote"
+            ));
+        }
+        if s.trim() != s {
+            return Err(format!(
+                "tag {k:?}: its {what} starts or ends with a blank, which the agent trims; remove it"
+            ));
+        }
+    }
+    if k.contains('=') {
+        return Err(format!(
+            "tag name {k:?} holds '=', which the agent's --tags form reads as the end of the name"
+        ));
     }
     if k.len() > 512 || v.len() > 256 {
         return Err(format!(
@@ -1038,6 +1124,45 @@ fn validate_tag(k: &str, v: &str) -> Result<(), String> {
         return Err(format!("tag name {k:?} may not contain < > % & \\ ? /"));
     }
     Ok(())
+}
+
+/// C0 controls (tab and newline included), DEL, C1 controls (U+0085 NEL included) and the Unicode
+/// line and paragraph separators U+2028/U+2029: YAML 1.1 (cloud-init), shells and log readers
+/// treat several of them as line breaks, so no setting may hold one.
+pub fn is_control_or_separator(c: char) -> bool {
+    c.is_control() || c == '\u{2028}' || c == '\u{2029}'
+}
+
+/// Refuse a free-text setting holding a control character or line separator (exit 2), naming the
+/// setting, the value (escaped by the error's `{:?}`) and where it came from.
+pub fn check_text(setting: &str, value: &str, source: &str) -> Result<(), Error> {
+    match value.chars().find(|&c| is_control_or_separator(c)) {
+        None => Ok(()),
+        Some(c) => Err(Error::invalid(
+            setting,
+            value,
+            source,
+            format!(
+                "holds the control character or line separator {c:?}; settings are one line of printable text"
+            ),
+        )),
+    }
+}
+
+/// Every string inside a JSON value (the config file's `agent` section).
+fn check_json_text(setting: &str, v: &Value, source: &str) -> Result<(), Error> {
+    match v {
+        Value::String(s) => check_text(setting, s, source),
+        Value::Array(a) => a
+            .iter()
+            .try_for_each(|x| check_json_text(setting, x, source)),
+        Value::Object(m) => m.iter().try_for_each(|(k, x)| {
+            let name = format!("{setting}.{k}");
+            check_text(&name, k, source)?;
+            check_json_text(&name, x, source)
+        }),
+        _ => Ok(()),
+    }
 }
 
 /// `http://user:pass@host` -> `http://user:***@host`, for error messages about unparsable URLs.
@@ -1296,6 +1421,62 @@ mod tests {
         for bad in ["", "a", "=v", "a=1,a=2", "a='x", "a=b'c"] {
             assert!(parse_tags(bad).is_err(), "{bad:?} should be rejected");
         }
+    }
+
+    #[test]
+    fn tags_the_agent_form_cannot_carry_are_refused() {
+        // A quote inside double quotes would reach the agent as `a='it's'`: two tags.
+        let e = parse_tags(r#"a="it's",b=c"#).unwrap_err();
+        assert!(e.contains("\"a\"") && e.contains("single quote"), "{e}");
+        for (k, v) in [
+            ("a", "x'y"),
+            ("a'b", "x"),
+            ("a=b", "x"),
+            (" a", "x"),
+            ("a", "x "),
+            ("a", "x\ny"),
+            ("a", "x\u{2028}y"),
+            ("a", "x\u{2029}y"),
+            ("a", "x\u{85}y"),
+            ("a", "x\u{7f}y"),
+            ("a\t", "x"),
+        ] {
+            assert!(validate_tag(k, v).is_err(), "{k:?}={v:?} should be refused");
+        }
+        for (k, v) in [
+            ("a", "x=y"),
+            ("a b", "c, d"),
+            ("q\"", "\"x\""),
+            ("ü", "東京"),
+            ("a", ""),
+        ] {
+            assert!(validate_tag(k, v).is_ok(), "{k:?}={v:?} should be accepted");
+        }
+    }
+
+    #[test]
+    fn control_characters_and_line_separators_are_refused_in_free_text() {
+        for bad in [
+            "a\nb",
+            "a\rb",
+            "a\tb",
+            "a\u{7f}",
+            "a\u{85}b",
+            "a\u{9b}",
+            "a\u{2028}b",
+            "a\u{2029}b",
+            "\u{0}",
+        ] {
+            let e = check_text("resource_name", bad, "flag --resource-name").unwrap_err();
+            let msg = e.to_string();
+            assert_eq!(e.exit_code(), 2);
+            assert!(
+                msg.contains("resource_name") && msg.contains("flag --resource-name"),
+                "{msg}"
+            );
+            assert!(!msg.contains(bad), "the value is escaped: {msg}");
+        }
+        assert!(check_text("x", "plain text, ünïcödé 東京", "s").is_ok());
     }
 
     #[test]

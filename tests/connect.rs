@@ -603,3 +603,77 @@ fn an_agent_hanging_past_the_deadline_is_stopped_and_the_token_stays_out_of_the_
     );
     assert!(r.elapsed.as_secs() < 30, "{:?}", r.elapsed);
 }
+
+/// Issue 12 item 8: what we pass as `--tags` parses back, the way the agent documents its form
+/// (FACTS §1.2, the fake agent's parser), to exactly the configured tags.
+#[test]
+fn tags_reach_the_agent_exactly_as_configured() {
+    let imds = imds();
+    let sb = Sandbox::new("tagsrt");
+    std::fs::write(
+        &sb.config,
+        json!({"tags": {
+            "Owner": "Shared Infra",
+            "list": "a,b,c",
+            "eq": "x=y",
+            "quote\"d": "say \"hi\"",
+            "empty": "",
+            "ünï": "cödé 東京"
+        }})
+        .to_string(),
+    )
+    .unwrap();
+    let r = sb.run(&imds.url(), &["connect"], &[]);
+    r.expect_code(0);
+    let agent: serde_json::Value =
+        serde_json::from_str(&read(&sb.agent_dir.join("agent.json"))).unwrap();
+    assert_eq!(
+        agent["tags"],
+        json!({"Owner": "Shared Infra", "list": "a,b,c", "eq": "x=y", "quote\"d": "say \"hi\"",
+               "empty": "", "ünï": "cödé 東京"}),
+        "{}",
+        r.stderr
+    );
+}
+
+/// Issue 12 item 8: a tag the agent's form cannot carry (a `'`, which would end the quoting and
+/// start a second tag; `=` in a name; blanks the agent trims; a line separator) is refused with
+/// exit 2 naming the tag, before any IMDS request or agent call.
+#[test]
+fn tags_the_agent_cannot_carry_are_refused_before_any_network_call() {
+    let imds = imds();
+    let cases: &[(&str, serde_json::Value, &str)] = &[
+        (
+            "quote in value",
+            json!({"env": "prod',admin=yes"}),
+            "single quote",
+        ),
+        ("quote in name", json!({"it's": "x"}), "single quote"),
+        ("= in name", json!({"a=b": "x"}), "'='"),
+        ("blank around value", json!({"k": " v"}), "blank"),
+        (
+            "line separator",
+            json!({"k": "a\u{2028}b"}),
+            "line separator",
+        ),
+        ("NEL", json!({"k": "a\u{85}b"}), "line separator"),
+    ];
+    for (name, tags, why) in cases {
+        let sb = Sandbox::new("badtag");
+        std::fs::write(&sb.config, json!({ "tags": tags }).to_string()).unwrap();
+        let r = sb.run(&imds.url(), &["connect"], &[]);
+        assert_eq!(r.code, Some(2), "{name}: {}", r.stderr);
+        assert!(
+            r.stderr.contains("invalid setting tags") && r.stderr.contains(why),
+            "{name}: {}",
+            r.stderr
+        );
+        assert!(sb.agent_calls_of("connect").is_empty(), "{name}");
+    }
+    // On the command line too: "it's" in double quotes is our syntax for a value holding a quote.
+    let sb = Sandbox::new("badtagflag");
+    let r = sb.run(&imds.url(), &["connect", "--tags", "a=\"it's\",b=c"], &[]);
+    assert_eq!(r.code, Some(2), "{}", r.stderr);
+    assert!(r.stderr.contains("\"a\""), "names the tag: {}", r.stderr);
+    assert_eq!(imds.requests().len(), 0, "no IMDS request for bad tags");
+}
