@@ -500,6 +500,18 @@ impl Agent {
     /// Start the agent in its own process group (so a stop reaches whatever it starts), with
     /// our environment additions, no stdin and piped output.
     fn spawn<S: AsRef<std::ffi::OsStr>>(&self, args: &[S]) -> Result<std::process::Child, Error> {
+        // It runs as root with the token: nobody but root (or us) may be able to swap it.
+        if let Err(why) = crate::fsafe::untrusted(&self.path) {
+            return Err(Error::Agent {
+                detail: format!(
+                    "refusing to run {}: another user could change it: {why}",
+                    self.path.display()
+                ),
+                advice: "make the agent and its directories owned by root and not group- or \
+                         world-writable (the package installs it so), or pass --azcmagent PATH"
+                    .into(),
+            });
+        }
         Command::new(&self.path)
             .args(args)
             .envs(self.env.iter().map(|(k, v)| (k, v)))

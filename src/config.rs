@@ -270,6 +270,11 @@ pub fn process_env() -> Env {
 }
 
 /// Resolve and validate all settings. No network; reads the config file and /etc/environment.
+/// A config file larger than this is refused (a real one is a few hundred bytes).
+pub const MAX_CONFIG_BYTES: u64 = 1 << 20;
+/// Small machine files (hostname, /etc/environment) are read up to this size.
+const MAX_SMALL_FILE_BYTES: u64 = 64 * 1024;
+
 pub fn resolve(opts: &Opts, sources: &Sources, env: &Env) -> Result<Settings, Error> {
     let r = Resolver::new(opts, sources, env)?;
     let s = r.settings()?;
@@ -386,7 +391,12 @@ impl<'a> Resolver<'a> {
 
     fn etc_environment(&self, names: &[&str]) -> Cand {
         let path = self.sysroot.value.join("etc/environment");
-        let content = std::fs::read_to_string(&path).ok()?;
+        let content = crate::fsafe::read_inside(
+            &self.sysroot.value,
+            Path::new("etc/environment"),
+            MAX_SMALL_FILE_BYTES,
+        )
+        .ok()?;
         let vars = crate::proxy::parse_etc_environment(&content);
         names.iter().find_map(|n| {
             vars.get(*n)
@@ -779,8 +789,24 @@ fn load_config_file(
         Some(p) => (PathBuf::from(p), true),
         None => (PathBuf::from(DEFAULT_CONFIG_FILE), false),
     };
-    let text = match std::fs::read_to_string(&path) {
-        Ok(t) => t,
+    let source = || {
+        if explicit {
+            sources.describe("config")
+        } else {
+            "default".into()
+        }
+    };
+    // Regular files only, opened without waiting (a FIFO would block until a writer comes, past
+    // every deadline and signal), and bounded.
+    let text = match crate::fsafe::read_regular(&path, MAX_CONFIG_BYTES, true) {
+        Ok(t) => String::from_utf8(t).map_err(|_| {
+            Error::invalid(
+                "config",
+                path.display().to_string(),
+                source(),
+                "the config file is not UTF-8 text",
+            )
+        })?,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound && !explicit => {
             return Ok((FileConfig::default(), None))
         }
@@ -788,11 +814,24 @@ fn load_config_file(
             return Err(Error::invalid(
                 "config",
                 path.display().to_string(),
-                sources.describe("config"),
+                source(),
                 format!("cannot read the config file: {e}"),
             ))
         }
     };
+    // It may hold a proxy password and decides what runs as root: nobody but root (or us) may be
+    // able to change it (sshd StrictModes).
+    if let Err(why) = crate::fsafe::untrusted(&path) {
+        return Err(Error::invalid(
+            "config",
+            path.display().to_string(),
+            source(),
+            format!(
+                "refusing a config file another user could change: {why}; \
+                 make it and its directories owned by root and not group- or world-writable"
+            ),
+        ));
+    }
     let file: FileConfig = serde_json::from_str(&text).map_err(|e| {
         Error::invalid(
             "config",
@@ -955,16 +994,17 @@ pub struct MachineFacts {
 
 /// Read the hostname under `sysroot`: `/etc/hostname`, else the kernel's (only when sysroot is /).
 pub fn read_hostname(sysroot: &Path) -> Option<String> {
-    let from = |p: PathBuf| {
-        std::fs::read_to_string(p)
+    let from = |root: &Path, rel: &str| {
+        crate::fsafe::read_inside(root, Path::new(rel), MAX_SMALL_FILE_BYTES)
+            .map_err(|e| log::debug!("cannot read {rel} under {}: {e}", root.display()))
             .ok()
             .map(|s| s.trim().to_string())
             .filter(|s| !s.is_empty())
     };
-    from(sysroot.join("etc/hostname"))
+    from(sysroot, "etc/hostname")
         .or_else(|| {
             (sysroot == Path::new("/"))
-                .then(|| from(PathBuf::from("/proc/sys/kernel/hostname")))
+                .then(|| from(Path::new("/"), "proc/sys/kernel/hostname"))
                 .flatten()
         })
         // Arc resource names cannot hold dots; use the short host name.

@@ -21,6 +21,7 @@ pub mod commands;
 pub mod config;
 pub mod enroll;
 pub mod error;
+pub mod fsafe;
 pub mod http;
 pub mod imds;
 pub mod install;

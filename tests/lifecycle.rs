@@ -432,3 +432,157 @@ fn changed_settings_are_reported_and_reconnect_on_change_moves_the_machine() {
     assert_eq!(sb.agent_calls_of("connect").len(), 2);
     assert_eq!(sb.state().unwrap()["tags"]["env"], "prod");
 }
+
+/// A decoy of "this machine's own files" next to the image, with a fingerprint of its contents.
+fn decoy_host(sb: &Sandbox) -> (std::path::PathBuf, Vec<(std::path::PathBuf, String)>) {
+    let host = sb.root.join("host");
+    let files = [
+        "etc/machine-id",
+        "etc/hostname",
+        "var/opt/azcmagent/agentconfig.json",
+        "var/opt/azcmagent/certs/host.pem",
+        "var/lib/arc-enroll/state.json",
+    ];
+    let mut snap = Vec::new();
+    for f in files {
+        let p = host.join(f);
+        std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+        let content = format!("HOST {f}\n");
+        std::fs::write(&p, &content).unwrap();
+        snap.push((p, content));
+    }
+    (host, snap)
+}
+
+fn host_untouched(snap: &[(std::path::PathBuf, String)], what: &str) {
+    for (p, content) in snap {
+        assert_eq!(
+            std::fs::read_to_string(p).ok().as_deref(),
+            Some(content.as_str()),
+            "{what}: host file {} was changed",
+            p.display()
+        );
+    }
+}
+
+/// Issue 12 item 6: links inside a mounted image that point out of it (absolute or relative, as the
+/// last component or on the way) never make `generalize --sysroot` empty or delete host files.
+#[test]
+fn generalize_offline_never_follows_a_link_out_of_the_image() {
+    use std::os::unix::fs::symlink;
+    let imds = imds();
+    // (what, set up the image given the decoy host dir, expected exit code)
+    type Setup = fn(&std::path::Path, &std::path::Path);
+    let cases: &[(&str, Setup, i32)] = &[
+        (
+            "absolute link as etc/machine-id",
+            |img, host| {
+                std::fs::remove_file(img.join("etc/machine-id")).unwrap();
+                symlink(host.join("etc/machine-id"), img.join("etc/machine-id")).unwrap();
+            },
+            0,
+        ),
+        (
+            "relative link as etc/machine-id",
+            |img, _| {
+                std::fs::remove_file(img.join("etc/machine-id")).unwrap();
+                symlink("../../host/etc/machine-id", img.join("etc/machine-id")).unwrap();
+            },
+            0,
+        ),
+        (
+            "etc itself a relative link",
+            |img, _| {
+                std::fs::remove_dir_all(img.join("etc")).unwrap();
+                symlink("../host/etc", img.join("etc")).unwrap();
+            },
+            1,
+        ),
+        (
+            "var/opt/azcmagent an absolute link",
+            |img, host| {
+                std::fs::create_dir_all(img.join("var/opt")).unwrap();
+                symlink(
+                    host.join("var/opt/azcmagent"),
+                    img.join("var/opt/azcmagent"),
+                )
+                .unwrap();
+            },
+            1,
+        ),
+        (
+            "var an absolute link",
+            |img, host| {
+                symlink(host.join("var"), img.join("var")).unwrap();
+            },
+            1,
+        ),
+        (
+            "var/lib/arc-enroll (the state dir) a relative link",
+            |img, _| {
+                std::fs::create_dir_all(img.join("var/lib")).unwrap();
+                symlink(
+                    "../../../host/var/lib/arc-enroll",
+                    img.join("var/lib/arc-enroll"),
+                )
+                .unwrap();
+            },
+            1,
+        ),
+    ];
+    for (what, setup, code) in cases {
+        let sb = Sandbox::new("gen-link");
+        let (host, snap) = decoy_host(&sb);
+        setup(&sb.sysroot, &host);
+        let r = sb.run(
+            &imds.url(),
+            &["generalize", "--state-dir", "/var/lib/arc-enroll"],
+            &[],
+        );
+        assert_eq!(r.code, Some(*code), "{what}: {}", r.stderr);
+        host_untouched(&snap, what);
+        if *code != 0 {
+            assert!(r.stderr.contains("symbolic link"), "{what}: {}", r.stderr);
+        } else {
+            assert!(
+                r.stderr.contains("not a regular file"),
+                "{what}: {}",
+                r.stderr
+            );
+            assert!(
+                std::fs::symlink_metadata(sb.sysroot.join("etc/machine-id"))
+                    .unwrap()
+                    .file_type()
+                    .is_symlink(),
+                "{what}: the link itself is left"
+            );
+        }
+    }
+}
+
+/// Issue 12 item 6: reads under --sysroot (machine-id, product_uuid, hostname) follow no link out
+/// of the image and survive any bytes.
+#[test]
+fn reads_under_a_sysroot_follow_no_link_out_of_it_and_survive_any_bytes() {
+    use std::os::unix::fs::symlink;
+    let imds = imds();
+    let sb = Sandbox::new("sysroot-read");
+    let (host, _snap) = decoy_host(&sb);
+    let img = &sb.sysroot;
+    std::fs::remove_file(img.join("etc/machine-id")).unwrap();
+    symlink(host.join("etc/machine-id"), img.join("etc/machine-id")).unwrap();
+    std::fs::remove_file(img.join("etc/hostname")).unwrap();
+    symlink("../../host/etc/hostname", img.join("etc/hostname")).unwrap();
+    std::fs::write(
+        img.join("sys/class/dmi/id/product_uuid"),
+        [0xff, 0xfe, 0x00, b'\n', 0xc3],
+    )
+    .unwrap();
+    let r = sb.run(&imds.url(), &["status", "--json"], &[]);
+    r.expect_code(0);
+    assert!(!r.stdout.contains("HOST"), "{}", r.stdout);
+    let v: serde_json::Value = serde_json::from_str(r.stdout.lines().last().unwrap()).unwrap();
+    assert_eq!(v["machine"]["machine_id"], serde_json::Value::Null, "{v}");
+    assert_eq!(v["machine"]["hostname"], serde_json::Value::Null, "{v}");
+    assert_eq!(v["machine"]["product_uuid"], serde_json::Value::Null, "{v}");
+}
