@@ -281,6 +281,8 @@ pub fn retry<T>(
             }
             Attempt::Poll { reason, every } => (reason, None, backoff.poll(every)),
         };
+        // A stop signal that cut the attempt short is the answer, not a reason to retry.
+        crate::signals::check()?;
         let remaining = deadline.remaining();
         if wait + backoff.min_attempt >= remaining {
             log::warn!(

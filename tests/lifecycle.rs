@@ -586,3 +586,40 @@ fn reads_under_a_sysroot_follow_no_link_out_of_it_and_survive_any_bytes() {
     assert_eq!(v["machine"]["hostname"], serde_json::Value::Null, "{v}");
     assert_eq!(v["machine"]["product_uuid"], serde_json::Value::Null, "{v}");
 }
+
+/// Issue 12 item 13: SIGTERM while an IMDS request hangs used to wait for the request's own
+/// time-out (10 s); now the wait ends at once: exit 143 within about a second.
+#[test]
+fn sigterm_during_a_hanging_imds_request_exits_143_at_once() {
+    use arc_enroll_fakes::imds::Step;
+    let imds =
+        FakeImds::start(ImdsConfig::default().with_script([Step::Hang(Duration::from_secs(30))]));
+    let sb = Sandbox::new("sigterm-imds");
+    let mut c = sb.cmd(&imds.url());
+    c.arg("token")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped());
+    let child = c.spawn().unwrap();
+    let pid = child.id();
+    let start = Instant::now();
+    while imds.requests().is_empty() {
+        assert!(start.elapsed() < Duration::from_secs(20), "no IMDS request");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    std::thread::sleep(Duration::from_millis(300));
+    let sent = Instant::now();
+    std::process::Command::new("kill")
+        .args(["-TERM", &pid.to_string()])
+        .status()
+        .unwrap();
+    let out = wait_with_limit(child, Duration::from_secs(30));
+    let took = sent.elapsed();
+    eprintln!("SIGTERM to exit: {took:?}");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(143), "{stderr}");
+    assert!(
+        took < Duration::from_secs(2),
+        "exit took {took:?} after SIGTERM\n{stderr}"
+    );
+    assert_eq!(imds.requests().len(), 1, "no retry after the signal");
+}
