@@ -512,18 +512,46 @@ impl Agent {
                     .into(),
             });
         }
-        Command::new(&self.path)
-            .args(args)
+        let mut cmd = Command::new(&self.path);
+        cmd.args(args)
             .envs(self.env.iter().map(|(k, v)| (k, v)))
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
-            .process_group(0)
-            .spawn()
-            .map_err(|e| Error::Agent {
-                detail: format!("cannot start {}: {e}", self.path.display()),
-                advice: "check --azcmagent (or install the agent: --install-agent)".into(),
-            })
+            .process_group(0);
+        die_with_us(&mut cmd);
+        cmd.spawn().map_err(|e| Error::Agent {
+            detail: format!("cannot start {}: {e}", self.path.display()),
+            advice: "check --azcmagent (or install the agent: --install-agent)".into(),
+        })
+    }
+}
+
+extern "C" {
+    fn prctl(option: i32, arg2: usize, arg3: usize, arg4: usize, arg5: usize) -> i32;
+    fn getppid() -> i32;
+}
+const PR_SET_PDEATHSIG: i32 = 1;
+
+/// The agent gets SIGKILL from the kernel when we die, however we die (a SIGKILLed run used to
+/// leave it running with the token): PR_SET_PDEATHSIG, set in the child between fork and exec.
+/// The signal follows the thread that spawned the child, so agents are spawned (and waited for)
+/// on the main thread only. If we died before the child set it, the child exits at once.
+fn die_with_us(cmd: &mut Command) {
+    let parent = std::process::id() as i32;
+    // SAFETY: the closure runs between fork and exec and only makes async-signal-safe syscalls.
+    unsafe {
+        cmd.pre_exec(move || {
+            if prctl(PR_SET_PDEATHSIG, signals::SIGKILL as usize, 0, 0, 0) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            if getppid() != parent {
+                return Err(std::io::Error::other(
+                    "arc-enroll exited before the agent started",
+                ));
+            }
+            Ok(())
+        });
     }
 }
 
@@ -656,12 +684,11 @@ pub struct TokenFile {
 
 impl TokenFile {
     pub fn write(token: &AccessToken) -> Result<TokenFile, Error> {
-        let base = ["/run", "/dev/shm"]
-            .iter()
-            .map(PathBuf::from)
-            .find(|p| writable_dir(p))
-            .unwrap_or_else(std::env::temp_dir);
-        let dir = base.join(format!("arc-enroll-{}-{}", std::process::id(), nonce()));
+        let dir = token_base().join(format!(
+            "{TOKEN_DIR_PREFIX}{}-{}",
+            std::process::id(),
+            nonce()
+        ));
         std::fs::DirBuilder::new()
             .mode(0o700)
             .create(&dir)
@@ -695,6 +722,111 @@ impl Drop for TokenFile {
     fn drop(&mut self) {
         let _ = std::fs::remove_file(&self.path);
         let _ = std::fs::remove_dir(&self.dir);
+    }
+}
+
+/// Token directories are `<base>/arc-enroll-<pid>-<nonce>`.
+const TOKEN_DIR_PREFIX: &str = "arc-enroll-";
+
+/// Where token directories are made: `ARC_ENROLL_RUNTIME_DIR` when set (tests), else `/run` (a
+/// tmpfs), else `/dev/shm`, else the temp dir.
+pub fn token_base() -> PathBuf {
+    if let Some(d) = std::env::var_os("ARC_ENROLL_RUNTIME_DIR").filter(|d| !d.is_empty()) {
+        return PathBuf::from(d);
+    }
+    ["/run", "/dev/shm"]
+        .iter()
+        .map(PathBuf::from)
+        .find(|p| writable_dir(p))
+        .unwrap_or_else(std::env::temp_dir)
+}
+
+/// Remove the token directories of runs that died without removing theirs (SIGKILL, power cut
+/// on a persistent /run): a token in them stays valid for up to 24 hours. Only directories that
+/// match our naming exactly, are ours (uid, mode 0700, not a link) and whose pid is gone, or now
+/// belongs to a process that started after the directory was made (pid reuse), are removed.
+/// Called at the start of every command that may write one.
+pub fn remove_stale_token_dirs() {
+    let base = token_base();
+    let Ok(entries) = std::fs::read_dir(&base) else {
+        return;
+    };
+    for e in entries.flatten() {
+        let name = e.file_name();
+        let Some(pid) = name.to_str().and_then(token_dir_pid) else {
+            continue;
+        };
+        let path = e.path();
+        let Ok(m) = std::fs::symlink_metadata(&path) else {
+            continue;
+        };
+        use std::os::unix::fs::MetadataExt;
+        if !m.is_dir() || m.uid() != crate::fsafe::euid() || m.mode() & 0o777 != 0o700 {
+            continue;
+        }
+        if pid == std::process::id() || !stale(pid, m.mtime()) {
+            continue;
+        }
+        match std::fs::remove_dir_all(&path) {
+            Ok(()) => log::info!(
+                "removed {}: a token directory left by arc-enroll run {pid}, which is gone",
+                path.display()
+            ),
+            Err(e) => log::warn!(
+                "cannot remove {}, a token directory left by arc-enroll run {pid}: {e}",
+                path.display()
+            ),
+        }
+    }
+}
+
+/// `arc-enroll-<pid>-<nonce>` (both decimal) -> pid.
+fn token_dir_pid(name: &str) -> Option<u32> {
+    let (pid, nonce) = name.strip_prefix(TOKEN_DIR_PREFIX)?.split_once('-')?;
+    let digits = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit());
+    (digits(pid) && digits(nonce) && nonce.parse::<u64>().is_ok())
+        .then(|| pid.parse().ok())
+        .flatten()
+}
+
+/// Is run `pid`, which made its directory at `made` (Unix seconds), gone? Gone when there is no
+/// such process, or the process with that pid started after the directory was made.
+fn stale(pid: u32, made: i64) -> bool {
+    match process_start_unix(pid) {
+        None => !Path::new(&format!("/proc/{pid}")).exists(),
+        // A second of slack: the start time is in clock ticks, the mtime in seconds.
+        Some(start) => start > made + 1,
+    }
+}
+
+/// When process `pid` started, in Unix seconds (`/proc/<pid>/stat` field 22 and `btime`).
+fn process_start_unix(pid: u32) -> Option<i64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The command name is in parentheses and may hold spaces: count fields after the last ')'.
+    let after = &stat[stat.rfind(')')? + 1..];
+    let ticks: i64 = after.split_whitespace().nth(19)?.parse().ok()?;
+    let btime: i64 = std::fs::read_to_string("/proc/stat")
+        .ok()?
+        .lines()
+        .find_map(|l| l.strip_prefix("btime "))?
+        .trim()
+        .parse()
+        .ok()?;
+    Some(btime + ticks / clock_ticks())
+}
+
+fn clock_ticks() -> i64 {
+    extern "C" {
+        // long sysconf(int): `long` is pointer-sized on Linux.
+        fn sysconf(name: i32) -> isize;
+    }
+    const SC_CLK_TCK: i32 = 2;
+    // SAFETY: sysconf has no preconditions.
+    let t = unsafe { sysconf(SC_CLK_TCK) };
+    if t > 0 {
+        t as i64
+    } else {
+        100
     }
 }
 
@@ -975,6 +1107,33 @@ mod tests {
             serde_json::json!(["a", "b"])
         );
         assert_eq!(parse_config_value("", "x"), Value::String(String::new()));
+    }
+
+    #[test]
+    fn token_dirs_are_recognised_exactly_and_pid_reuse_is_seen() {
+        assert_eq!(token_dir_pid("arc-enroll-123-456"), Some(123));
+        for bad in [
+            "arc-enroll-123",
+            "arc-enroll--456",
+            "arc-enroll-12a-456",
+            "arc-enroll-123-456-7",
+            "arc-enroll-123-",
+            "xarc-enroll-1-2",
+            "arc-enroll-99999999999-1",
+        ] {
+            assert_eq!(token_dir_pid(bad), None, "{bad}");
+        }
+        let me = std::process::id();
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs() as i64;
+        assert!(!stale(me, now), "a live run's directory is kept");
+        assert!(
+            stale(me, 1_000),
+            "made long before this pid's process started: pid reused"
+        );
+        assert!(stale(u32::MAX - 1, now), "no such process");
     }
 
     #[test]

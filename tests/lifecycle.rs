@@ -623,3 +623,103 @@ fn sigterm_during_a_hanging_imds_request_exits_143_at_once() {
     );
     assert_eq!(imds.requests().len(), 1, "no retry after the signal");
 }
+
+/// Is process `pid` gone (no /proc entry, or a zombie nobody has reaped yet)?
+fn process_gone(pid: u64) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Err(_) => true,
+        Ok(s) => s
+            .rfind(')')
+            .and_then(|i| s[i + 1..].split_whitespace().next())
+            .is_some_and(|st| st == "Z" || st == "X"),
+    }
+}
+
+/// Issue 12 item 10: a SIGKILLed connect used to leave the agent running and the token file (valid
+/// for hours) behind. Now the agent dies with us (PR_SET_PDEATHSIG) and the next run removes the
+/// dead run's token directory.
+#[test]
+fn sigkill_mid_connect_takes_the_agent_along_and_the_next_run_removes_the_token_dir() {
+    let imds = imds();
+    let sb = Sandbox::new("sigkill");
+    let run_dir = sb.root.join("run");
+    std::fs::create_dir_all(&run_dir).unwrap();
+    // Not ours to remove: another user's dir, a link, a name that only looks like ours.
+    std::fs::create_dir_all(run_dir.join("arc-enroll-1-x")).unwrap();
+    let foreign = run_dir.join("arc-enroll-4000000-5");
+    std::fs::create_dir_all(&foreign).unwrap();
+    std::fs::set_permissions(
+        &foreign,
+        std::os::unix::fs::PermissionsExt::from_mode(0o700),
+    )
+    .unwrap();
+    std::os::unix::fs::chown(&foreign, Some(65534), None).unwrap();
+    std::fs::create_dir_all(run_dir.join("elsewhere/keep")).unwrap();
+    std::os::unix::fs::symlink(run_dir.join("elsewhere"), run_dir.join("arc-enroll-2-3")).unwrap();
+    let env = [("ARC_ENROLL_RUNTIME_DIR", run_dir.to_str().unwrap())];
+    sb.agent_behaviour(json!({"connect_hang_secs": 60}));
+    let mut c = sb.cmd(&imds.url());
+    c.arg("connect")
+        .envs(env)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null());
+    let mut child = c.spawn().unwrap();
+    let start = Instant::now();
+    while sb.agent_calls_of("connect").is_empty() {
+        assert!(
+            start.elapsed() < Duration::from_secs(30),
+            "connect never started"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let call = &sb.agent_calls_of("connect")[0];
+    let agent_pid = call["pid"].as_u64().unwrap();
+    let token_file = std::path::PathBuf::from(call["config_file"]["path"].as_str().unwrap());
+    let token_dir = token_file.parent().unwrap().to_path_buf();
+    assert_eq!(
+        token_dir.parent().unwrap(),
+        run_dir,
+        "the token dir follows ARC_ENROLL_RUNTIME_DIR"
+    );
+    child.kill().unwrap(); // SIGKILL
+    child.wait().unwrap();
+    let killed = Instant::now();
+    while !process_gone(agent_pid) {
+        assert!(
+            killed.elapsed() < Duration::from_secs(5),
+            "the agent (pid {agent_pid}) outlived the SIGKILLed run"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    eprintln!("agent gone {:?} after the SIGKILL", killed.elapsed());
+    assert!(
+        token_file.exists(),
+        "a SIGKILLed run cannot clean up after itself"
+    );
+
+    sb.agent_behaviour(json!({}));
+    let r = sb.run(&imds.url(), &["connect"], &env);
+    r.expect_code(0)
+        .log_has("a token directory left by arc-enroll run");
+    assert!(!token_dir.exists(), "the dead run's token dir is removed");
+    assert!(run_dir.join("arc-enroll-1-x").exists(), "not our naming");
+    assert!(
+        run_dir.join("elsewhere/keep").exists(),
+        "a link is not followed"
+    );
+    assert!(
+        std::fs::symlink_metadata(run_dir.join("arc-enroll-2-3")).is_ok(),
+        "a link is not ours"
+    );
+    let left: Vec<_> = std::fs::read_dir(&run_dir)
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name())
+        .collect();
+    assert!(foreign.exists(), "another user's dir is not ours");
+    assert_eq!(
+        left.len(),
+        4,
+        "the second run's own token dir is gone too: {left:?}"
+    );
+}
