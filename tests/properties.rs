@@ -376,6 +376,7 @@ fn yaml_hostile() -> impl Strategy<Value = String> {
         Just("\n".to_string()),
         Just("\t".to_string()),
         Just("\u{2028}bootcmd: [[sh, -c, 'touch /owned']]\u{2028}".to_string()),
+        Just("\u{2028}bootcmd: [[touch, /owned]]\u{2028}x: |\u{2028} ".to_string()),
         Just("\nruncmd:\n- x\n".to_string()),
         Just("#".to_string()),
         Just(": ".to_string()),
@@ -502,9 +503,15 @@ proptest! {
 /// as is), which YAML 1.1 reads as a line break: before the fix it added a root `bootcmd:`.
 #[test]
 fn a_line_separator_in_a_tag_cannot_add_a_bootcmd() {
-    let value = "x\u{2028}bootcmd: [[sh, -c, 'touch /owned']]\u{2028}y";
+    // With the old `content: |` block, PyYAML (cloud-init) read this as top-level keys
+    // write_files, bootcmd: [[touch, /owned]], x and runcmd (seen on the old binary).
+    let value = "x\u{2028}bootcmd: [[touch, /owned]]\u{2028}x: |\u{2028} ";
     let mut tags = BTreeMap::new();
     tags.insert("k".to_string(), value.to_string());
+    tags.insert(
+        "k2".to_string(),
+        "x\u{2028}bootcmd: [[sh, -c, 'touch /owned']]\u{2028}y".to_string(),
+    );
     // The generator alone (as if a caller built settings past `resolve`'s checks).
     let config = serde_json::json!({ "tags": tags });
     let text = arc_enroll::userdata::render(&config, None);
