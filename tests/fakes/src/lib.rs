@@ -3,12 +3,16 @@
 //!
 //! - `imds`: Azure IMDS (managed-identity tokens, instance metadata), programmable faults
 //! - `arm`: Azure Resource Manager over HTTPS with a test CA (providers, permissions, machines)
+//! - `arm_client`: a one-request HTTPS client for the fakes' own ARM calls (fake agent, tests)
 //! - `store`: the fake "Azure" state shared by the fake ARM and the fake agent (a directory)
+//! - `ratelimit`: ARM's token buckets (per principal and global, FACTS §12), for the fake ARM
 //! - `jwt`: minting and reading unsigned test JWTs
 //! - `http`: the tiny HTTP/1.1 server both servers are built on
 
 pub mod arm;
+pub mod arm_client;
 pub mod http;
 pub mod imds;
 pub mod jwt;
+pub mod ratelimit;
 pub mod store;
