@@ -147,3 +147,14 @@ if fleet and os.path.exists(fleet):
     p("the issue specifies.")
 else:
     p("Not measured in this run: `make fleet` writes target/fleet.md, which `make bench` copies here.")
+
+p()
+fleet_arm = E.get("FLEET_ARM_MD")
+p("## ARM fleet (`make fleet-arm`, issue 17)")
+p()
+if fleet_arm and os.path.exists(fleet_arm):
+    p(open(fleet_arm).read().strip())
+    p()
+    p("(copied from the last `make fleet` / `make fleet-arm` run, target/fleet-arm.md; not rerun by `make bench`.)")
+else:
+    p("Not measured in this run: `make fleet-arm` writes target/fleet-arm.md, which `make bench` copies here.")
