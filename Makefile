@@ -119,8 +119,8 @@ faults: setup-test
 ## Each VM needs a few file descriptors in the driver (its fake IMDS, ARM connections), so the
 ## soft limit is raised to the hard one first.
 FLEET_ARM_N ?= 200,1000,2000
-FLEET_ARM_MAX_RUNNING ?= 400
-FLEET_ARM_SCALE ?= 1
+FLEET_ARM_MAX_RUNNING ?= 200
+FLEET_ARM_SCALE ?= 1,0.1
 FLEET_ARM_PATH ?= token
 fleet: build
 	$(CARGO) build --locked -p arc-enroll-fakes

@@ -46,11 +46,14 @@ USAGE: fleet --arc-enroll PATH [--n 50,200,500] [--rps 20] [--out FILE] [--keep]
 ARM scenario (--scenario arm): every VM its own fake IMDS and principal, one fake ARM with ARM's
 token buckets per principal and per subscription (global), the fake agent's PUT metered too.
   --max-running K     at most K arc-enroll processes alive at once; the next VM starts when one
-                      ends (default 400)
-  --arm-scale F       every bucket size and refill rate times F (default 1: ARM's documented
-                      limits, global reads 3,750 @ 375/s, writes 3,000 @ 150/s)
+                      ends (default 200)
+  --arm-scale F[,F]   every bucket size and refill rate times F, one run per F (default 1: ARM's
+                      documented limits, global reads 3,750 @ 375/s, writes 3,000 @ 150/s);
+                      arc-enroll gets ARC_ENROLL_ARM_LIMITS_SCALE=F so it paces by the same buckets
   --baseline          also run each N with the buckets off: the machine-bound wall time
   --path P            token (default) or relay (the Private Relay path, once arc-enroll has it)
+  --dir DIR           where the sandboxes go (default /dev/shm, a tmpfs: each real VM has its own
+                      disk, here thousands share one whose metadata writes would be the bottleneck)
 ";
 
 struct Opts {
@@ -63,10 +66,12 @@ struct Opts {
     keep: bool,
     scenario: Scenario,
     max_running: usize,
-    arm_scale: f64,
+    arm_scales: Vec<f64>,
     baseline: bool,
     path: EnrollPath,
     sizes_given: bool,
+    /// Where the ARM scenario's sandboxes go.
+    dir: PathBuf,
 }
 
 #[derive(Clone, Copy, PartialEq, Debug)]
@@ -104,11 +109,12 @@ fn parse_opts() -> Opts {
         out: None,
         keep: false,
         scenario: Scenario::Imds,
-        max_running: 400,
-        arm_scale: 1.0,
+        max_running: 200,
+        arm_scales: vec![1.0],
         baseline: false,
         path: EnrollPath::Token,
         sizes_given: false,
+        dir: PathBuf::new(),
     };
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
@@ -153,13 +159,19 @@ fn parse_opts() -> Opts {
                     .unwrap_or_else(|| fail("--max-running: a positive count"))
             }
             "--arm-scale" => {
-                o.arm_scale = v()
-                    .parse()
-                    .ok()
-                    .filter(|f: &f64| *f > 0.0 && f.is_finite())
-                    .unwrap_or_else(|| fail("--arm-scale: a positive number"))
+                o.arm_scales = v()
+                    .split(',')
+                    .map(|x| {
+                        x.trim()
+                            .parse()
+                            .ok()
+                            .filter(|f: &f64| *f > 0.0 && f.is_finite())
+                            .unwrap_or_else(|| fail("--arm-scale: a list of positive numbers"))
+                    })
+                    .collect()
             }
             "--baseline" => o.baseline = true,
+            "--dir" => o.dir = PathBuf::from(v()),
             "--path" => {
                 o.path = match v().as_str() {
                     "token" => EnrollPath::Token,
@@ -169,6 +181,14 @@ fn parse_opts() -> Opts {
             }
             _ => fail(&format!("unknown argument {a:?}")),
         }
+    }
+    if o.dir.as_os_str().is_empty() {
+        let shm = Path::new("/dev/shm");
+        o.dir = if shm.is_dir() && fs::metadata(shm).is_ok_and(|m| !m.permissions().readonly()) {
+            shm.to_path_buf()
+        } else {
+            std::env::temp_dir()
+        };
     }
     if o.scenario == Scenario::Arm && !o.sizes_given {
         o.sizes = vec![200, 1000, 2000];
@@ -460,10 +480,10 @@ fn arm_vm_env(
     imds: &str,
     arm: &FakeArm,
     azure: &Path,
+    scale: f64,
 ) -> Vec<(String, String)> {
-    let _ = o;
     let s = |p: &Path| p.display().to_string();
-    vec![
+    let mut env: Vec<(String, String)> = vec![
         ("PATH".into(), std::env::var("PATH").unwrap_or_default()),
         ("ARC_ENROLL_CONFIG".into(), s(&d.join("config.json"))),
         ("ARC_ENROLL_SYSROOT".into(), s(&d.join("sysroot"))),
@@ -476,7 +496,12 @@ fn arm_vm_env(
         ("FAKE_AZCMAGENT_SYSROOT".into(), s(&d.join("sysroot"))),
         ("FAKE_AZURE_DIR".into(), s(azure)),
         ("FAKE_AZCMAGENT_ARM_ENDPOINT".into(), arm.url()),
-    ]
+    ];
+    if scale != 1.0 {
+        // The buckets arc-enroll assumes when it paces itself, scaled like the fake's (tests only).
+        env.push(("ARC_ENROLL_ARM_LIMITS_SCALE".into(), scale.to_string()));
+    }
+    env
 }
 
 fn vm_imds(i: usize) -> ImdsConfig {
@@ -489,11 +514,16 @@ fn vm_imds(i: usize) -> ImdsConfig {
     }
 }
 
-fn run_arm_fleet(o: &Opts, n: usize, limits: Option<Limits>) -> ArmReport {
-    let root = std::env::temp_dir().join(format!(
-        "arc-enroll-fleet-arm-{}-{n}{}",
+fn run_arm_fleet(o: &Opts, n: usize, limits: Option<Limits>, scale: f64) -> ArmReport {
+    let prep = Instant::now();
+    let root = o.dir.join(format!(
+        "arc-enroll-fleet-arm-{}-{n}-{}",
         std::process::id(),
-        if limits.is_some() { "" } else { "-base" }
+        if limits.is_some() {
+            format!("x{scale}")
+        } else {
+            "off".into()
+        }
     ));
     let _ = fs::remove_dir_all(&root);
     let azure = root.join("azure");
@@ -506,6 +536,11 @@ fn run_arm_fleet(o: &Opts, n: usize, limits: Option<Limits>) -> ArmReport {
         ..Default::default()
     });
     let args = vm_args(o);
+    eprintln!(
+        "fleet:   {n} sandboxes in {} ({:.1} s)",
+        root.display(),
+        prep.elapsed().as_secs_f64()
+    );
 
     let t0 = Instant::now();
     let mut next = 0;
@@ -522,7 +557,7 @@ fn run_arm_fleet(o: &Opts, n: usize, limits: Option<Limits>) -> ArmReport {
             let child = Command::new(&o.arc_enroll)
                 .args(&args)
                 .env_clear()
-                .envs(arm_vm_env(o, d, &imds.url(), &arm, &azure))
+                .envs(arm_vm_env(o, d, &imds.url(), &arm, &azure, scale))
                 .stdin(Stdio::null())
                 .stdout(Stdio::from(out))
                 .stderr(Stdio::from(log))
@@ -626,29 +661,23 @@ fn run_arm_fleet(o: &Opts, n: usize, limits: Option<Limits>) -> ArmReport {
     }
 }
 
-fn arm_main(o: &Opts) {
-    let limits = if o.arm_scale == 1.0 {
+fn limits_for(scale: f64) -> Limits {
+    if scale == 1.0 {
         Limits::documented()
     } else {
-        Limits::scaled(o.arm_scale)
-    };
-    let g = |op: Op| limits.global(op);
-    let p = |op: Op| limits.principal(op);
-    let mut text = format!(
-        "ARM fleet ({} path): N arc-enroll processes, each its own VM (own fake IMDS, own managed identity = own \
-         ARM principal), one subscription, one fake ARM with ARM's token buckets{}: per principal reads {} @ {}/s, \
-         writes {} @ {}/s; global reads {} @ {}/s, writes {} @ {}/s, deletes {} @ {}/s. The fake agent's resource \
-         PUT is metered too. At most {} VMs run at once. Binary: {}. Machine: {} CPUs.\n\n\
-         | N | principals | enrolled | wall | bucket bound | machine bound | wall/ideal | ARM requests per enrollment (reads+writes) | 429s per enrollment | arc-enroll's own count | IMDS token requests per enrollment | p50 to enrolled | p99 to enrolled |\n\
-         |---|---|---|---|---|---|---|---|---|---|---|---|---|\n",
-        match o.path {
-            EnrollPath::Token => "token",
-            EnrollPath::Relay => "Private Relay",
-        },
-        if o.arm_scale == 1.0 {
-            " (as documented)".to_string()
+        Limits::scaled(scale)
+    }
+}
+
+fn describe_limits(scale: f64) -> String {
+    let l = limits_for(scale);
+    let (g, p) = (|op: Op| l.global(op), |op: Op| l.principal(op));
+    format!(
+        "{}: per principal reads {} @ {}/s, writes {} @ {}/s; global reads {} @ {}/s, writes {} @ {}/s, deletes {} @ {}/s",
+        if scale == 1.0 {
+            "as documented (×1)".to_string()
         } else {
-            format!(" scaled ×{}", o.arm_scale)
+            format!("scaled ×{scale}")
         },
         p(Op::Read).capacity,
         p(Op::Read).refill_per_sec,
@@ -660,66 +689,90 @@ fn arm_main(o: &Opts) {
         g(Op::Write).refill_per_sec,
         g(Op::Delete).capacity,
         g(Op::Delete).refill_per_sec,
+    )
+}
+
+fn arm_main(o: &Opts) {
+    let mut text = format!(
+        "ARM fleet ({} path): N arc-enroll processes, each its own VM (own fake IMDS, own managed identity = own \
+         ARM principal), one subscription, one fake ARM with ARM's token buckets; the fake agent's resource PUT \
+         is metered too. At most {} VMs run at once. Binary: {}. Machine: {} CPUs. Buckets:\n\n{}\n\n\
+         | N | buckets | principals | enrolled | wall | bucket bound | machine bound | wall/ideal | ARM requests per enrollment (reads+writes) | 429s per enrollment (reads+writes) | arc-enroll's own count per enrollment | IMDS token requests per enrollment | p50 to enrolled | p99 to enrolled |\n\
+         |---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n",
+        match o.path {
+            EnrollPath::Token => "token",
+            EnrollPath::Relay => "Private Relay",
+        },
         o.max_running,
         o.arc_enroll.display(),
         std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1),
+        o.arm_scales
+            .iter()
+            .map(|&f| format!("- {}", describe_limits(f)))
+            .collect::<Vec<_>>()
+            .join("\n"),
     );
     let mut all_ok = true;
     for &n in &o.sizes {
         let base = o.baseline.then(|| {
             eprintln!("fleet: ARM N = {n}, buckets off (machine bound) ...");
-            let b = run_arm_fleet(o, n, None);
+            let b = run_arm_fleet(o, n, None, 1.0);
             eprintln!(
                 "fleet:   machine bound {:.1} s ({}/{} enrolled)",
                 b.wall, b.ok, b.n
             );
             b
         });
-        eprintln!("fleet: ARM N = {n}, buckets on ...");
-        let r = run_arm_fleet(o, n, Some(limits.clone()));
-        let machine = base.as_ref().map(|b| b.wall).unwrap_or(0.0);
-        let ideal = r.bucket_bound.max(machine);
-        let total: u64 = r.admitted.iter().sum::<u64>() + r.throttled.iter().sum::<u64>();
-        let per = |x: u64| x as f64 / r.n as f64;
-        let row = format!(
-            "| {} | {} | {}/{}{} | {:.1} s | {:.1} s | {} | {} | {:.2} ({:.2}+{:.2}) | {:.3} | {} | {:.2} | {:.1} s | {:.1} s |\n",
-            r.n,
-            r.principals,
-            r.ok,
-            r.n,
-            if r.ok == r.n {
-                String::new()
-            } else {
-                format!(" (exit codes {:?})", r.codes)
-            },
-            r.wall,
-            r.bucket_bound,
-            base.as_ref()
-                .map(|b| format!("{:.1} s", b.wall))
-                .unwrap_or_else(|| "not run".into()),
-            if ideal > 0.0 {
-                format!("{:.2}×", r.wall / ideal)
-            } else {
-                "n/a (ideal 0)".into()
-            },
-            per(total),
-            per(r.admitted[0] + r.throttled[0]),
-            per(r.admitted[1] + r.throttled[1]),
-            per(r.throttled.iter().sum()),
-            r.reported_arm
-                .map(|x| format!("{:.2}", per(x)))
-                .unwrap_or_else(|| "not reported".into()),
-            r.token_requests as f64 / r.n as f64,
-            r.p50,
-            r.p99,
-        );
-        eprint!("{row}");
-        eprintln!(
-            "fleet:   admitted reads/writes/deletes {:?}, throttled {:?}, at most {} running",
-            r.admitted, r.throttled, r.max_running_seen
-        );
-        all_ok &= r.ok == r.n;
-        text.push_str(&row);
+        for &scale in &o.arm_scales {
+            eprintln!("fleet: ARM N = {n}, buckets ×{scale} ...");
+            let r = run_arm_fleet(o, n, Some(limits_for(scale)), scale);
+            let machine = base.as_ref().map(|b| b.wall).unwrap_or(0.0);
+            let ideal = r.bucket_bound.max(machine);
+            let total: u64 = r.admitted.iter().sum::<u64>() + r.throttled.iter().sum::<u64>();
+            let per = |x: u64| x as f64 / r.n as f64;
+            let row = format!(
+                "| {} | ×{} | {} | {}/{}{} | {:.1} s | {:.1} s | {} | {} | {:.2} ({:.2}+{:.2}) | {:.3} ({:.3}+{:.3}) | {} | {:.2} | {:.1} s | {:.1} s |\n",
+                r.n,
+                scale,
+                r.principals,
+                r.ok,
+                r.n,
+                if r.ok == r.n {
+                    String::new()
+                } else {
+                    format!(" (exit codes {:?})", r.codes)
+                },
+                r.wall,
+                r.bucket_bound,
+                base.as_ref()
+                    .map(|b| format!("{:.1} s", b.wall))
+                    .unwrap_or_else(|| "not run".into()),
+                if ideal > 0.0 {
+                    format!("{:.2}×", r.wall / ideal)
+                } else {
+                    "n/a (ideal 0)".into()
+                },
+                per(total),
+                per(r.admitted[0] + r.throttled[0]),
+                per(r.admitted[1] + r.throttled[1]),
+                per(r.throttled.iter().sum()),
+                per(r.throttled[0]),
+                per(r.throttled[1]),
+                r.reported_arm
+                    .map(|x| format!("{:.2}", per(x)))
+                    .unwrap_or_else(|| "not reported".into()),
+                r.token_requests as f64 / r.n as f64,
+                r.p50,
+                r.p99,
+            );
+            eprint!("{row}");
+            eprintln!(
+                "fleet:   admitted reads/writes/deletes {:?}, throttled {:?}, at most {} running",
+                r.admitted, r.throttled, r.max_running_seen
+            );
+            all_ok &= r.ok == r.n;
+            text.push_str(&row);
+        }
     }
     text.push_str(&format!(
         "\nGoal (issue 17): all enrolled, wall ≤ 1.2× ideal, ≤ 0.1 429s per enrollment at N = 1,000.\n\n{ARM_HELP}"
