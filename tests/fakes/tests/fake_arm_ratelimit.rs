@@ -132,3 +132,79 @@ fn scaled_buckets_throttle_per_principal_and_globally() {
     let reqs = arm.requests();
     assert_eq!(reqs.iter().filter(|r| r.status == 429).count(), 1 + 6 + 1);
 }
+
+#[test]
+fn the_fake_agents_resource_write_is_charged_and_a_429_waited_out() {
+    // The principal's write bucket holds one token, refilled at 0.5/s.
+    let mut limits = Limits::documented();
+    limits.principal[1].capacity = 1.0;
+    limits.principal[1].refill_per_sec = 0.5;
+    let arm = FakeArm::start(ArmConfig {
+        rate_limits: Some(limits),
+        ..Default::default()
+    });
+    let root = std::env::temp_dir().join(format!("fake-arm-agent-meter-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&root);
+    let sys = root.join("sysroot");
+    std::fs::create_dir_all(sys.join("sys/class/dmi/id")).unwrap();
+    std::fs::create_dir_all(sys.join("etc")).unwrap();
+    std::fs::write(
+        sys.join("sys/class/dmi/id/product_uuid"),
+        "4c4c4544-0051-3010-8052-000000000001\n",
+    )
+    .unwrap();
+    std::fs::write(sys.join("etc/hostname"), "m1\n").unwrap();
+    let now = jwt::now_unix();
+    let t = jwt::mint(&json!({
+        "oid": "agent-principal", "appid": "a", "tid": "11111111-1111-1111-1111-111111111111",
+        "aud": "https://management.azure.com/", "iat": now - 60, "nbf": now - 60, "exp": now + 3600,
+    }));
+    // Another write by the same principal takes the one token.
+    let first = request(
+        "PUT",
+        &format!(
+            "{}/subscriptions/{SUB}/resourceGroups/rg1/providers/Microsoft.HybridCompute/machines/other?api-version=2024-07-10",
+            arm.url()
+        ),
+        arm.ca_pem(),
+        &t,
+        Some("{}"),
+    )
+    .unwrap();
+    assert_ne!(first.status, 429);
+    let o = std::process::Command::new(env!("CARGO_BIN_EXE_fake-azcmagent"))
+        .args([
+            "connect",
+            "--access-token",
+            &t,
+            "--subscription-id",
+            SUB,
+            "--resource-group",
+            "rg1",
+            "--location",
+            "westeurope",
+        ])
+        .env("FAKE_AZCMAGENT_DIR", root.join("agent"))
+        .env("FAKE_AZCMAGENT_SYSROOT", &sys)
+        .env("FAKE_AZURE_DIR", root.join("azure"))
+        .env("FAKE_AZCMAGENT_ARM_ENDPOINT", arm.url())
+        .env("FAKE_AZCMAGENT_ARM_CA", arm.ca_pem())
+        .output()
+        .unwrap();
+    assert_eq!(
+        o.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&o.stdout)
+    );
+    let puts: Vec<u16> = arm
+        .requests()
+        .iter()
+        .filter(|r| r.method == "PUT" && r.path.contains("/machines/m1"))
+        .map(|r| r.status)
+        .collect();
+    assert_eq!(puts.len(), 2, "{puts:?}");
+    assert_eq!(puts[0], 429, "{puts:?}");
+    assert_ne!(puts[1], 429, "{puts:?}");
+    let _ = std::fs::remove_dir_all(&root);
+}

@@ -10,9 +10,9 @@
 //!   machine's VM UUID (lower-cased); `<sysroot>/etc/hostname` the default resource name when the
 //!   sysroot is not `/` (else the kernel hostname). Two sysroots sharing one `FAKE_AZURE_DIR` are
 //!   two machines in one subscription.
-//! - `FAKE_AZCMAGENT_ARM_ENDPOINT` (unset by default): a fake ARM that `connect` also sends its
-//!   resource `PUT` to, with the caller's token, so ARM's write buckets meter it (`make fleet`);
-//!   its CA from `FAKE_AZCMAGENT_ARM_CA` or `SSL_CERT_FILE`. See `arm_write`.
+//! - `FAKE_AZCMAGENT_ARM_ENDPOINT` (unset by default): a fake ARM whose write buckets `connect`'s
+//!   resource creation is charged to, with the caller's token (`make fleet`); its CA from
+//!   `FAKE_AZCMAGENT_ARM_CA` or `SSL_CERT_FILE`. See `arm_write`.
 //!
 //! Files under `<dir>`:
 //! - `calls.jsonl`: one JSON object per invocation, appended first thing:
@@ -72,10 +72,12 @@ extern "C" {
 const ARM_WRITE_ATTEMPTS: u32 = 5;
 
 /// With `FAKE_AZCMAGENT_ARM_ENDPOINT` set (e.g. by `make fleet`), the agent's resource creation
-/// also goes to that fake ARM as a `PUT` of the machine with the caller's token, so it is metered
-/// by ARM's write buckets like the real agent's (FACTS §12). CA: `FAKE_AZCMAGENT_ARM_CA`, else
-/// `SSL_CERT_FILE`. 429 is retried after `Retry-After` (at most ARM_WRITE_ATTEMPTS times), then
-/// AZCM0042; 409 → AZCM0044; 403 → AZCM0042. Unset (every test): no HTTP, only the shared store.
+/// is also charged to that fake ARM's write buckets, as the real agent's `PUT` is (FACTS §12): one
+/// `PUT` with the caller's token to `<machine id>/fakeAgentWrite` (a path no route serves, so it
+/// changes nothing there; the shared store stays the one record of the machine, as in every
+/// test). Only a 429 matters: it is retried after `Retry-After` (at most ARM_WRITE_ATTEMPTS
+/// times, then AZCM0042 naming the 429); any other answer means the write went through the
+/// buckets. CA: `FAKE_AZCMAGENT_ARM_CA`, else `SSL_CERT_FILE`. Unset (every test): no HTTP.
 fn arm_write(m: &Machine, token: &str) -> R<()> {
     let Ok(base) = std::env::var("FAKE_AZCMAGENT_ARM_ENDPOINT") else {
         return Ok(());
@@ -84,48 +86,36 @@ fn arm_write(m: &Machine, token: &str) -> R<()> {
         .or_else(|_| std::env::var("SSL_CERT_FILE"))
         .unwrap_or_default();
     let url = format!(
-        "{}{}?api-version=2024-07-10",
+        "{}{}/fakeAgentWrite?api-version=2024-07-10",
         base.trim_end_matches('/'),
         m.id
     );
-    let body = json!({
-        "location": m.location,
-        "tags": m.tags,
-        "properties": {"vmUuid": m.properties.vm_uuid, "osType": "linux"},
-    })
-    .to_string();
+    let body =
+        json!({"location": m.location, "properties": {"vmUuid": m.properties.vm_uuid}}).to_string();
     let mut last = String::new();
     for _ in 0..ARM_WRITE_ATTEMPTS {
-        let a = arc_enroll_fakes::arm_client::request("PUT", &url, Path::new(&ca), token, Some(&body))
-            .map_err(|e| {
-                fail(
-                    26,
-                    format!("Network error: failed to reach {base} ({e}). Check your network and proxy configuration"),
-                )
-            })?;
-        match a.status {
-            200..=299 => return Ok(()),
-            429 => {
-                last = a.body.clone();
-                let secs: u64 = a
-                    .header("retry-after")
-                    .and_then(|v| v.trim().parse().ok())
-                    .unwrap_or(1);
-                std::thread::sleep(Duration::from_secs(secs.min(60)));
-            }
-            409 => {
-                return Err(fail(
-                    44,
-                    format!("A resource with the same name already exists in Azure: {} (it belongs to another machine)", m.id),
-                ))
-            }
-            s => {
-                return Err(fail(
-                    42,
-                    format!("Failed to AzcmagentConnect ARM resource: {} Status Code={s}", a.body),
-                ))
-            }
+        let a = arc_enroll_fakes::arm_client::request(
+            "PUT",
+            &url,
+            Path::new(&ca),
+            token,
+            Some(&body),
+        )
+        .map_err(|e| {
+            fail(
+                26,
+                format!("Network error: failed to reach {base} ({e}). Check your network and proxy configuration"),
+            )
+        })?;
+        if a.status != 429 {
+            return Ok(());
         }
+        last = a.body.clone();
+        let secs: u64 = a
+            .header("retry-after")
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap_or(1);
+        std::thread::sleep(Duration::from_secs(secs.min(60)));
     }
     Err(fail(
         42,
