@@ -782,3 +782,25 @@ fn a_redirect_from_https_to_http_is_never_followed() {
     r.out_has("refused to follow a redirect");
     assert_eq!(arm.requests_to("/leave").len(), 1);
 }
+
+#[test]
+fn user_data_carries_the_installer_pin_and_override() {
+    let cli = arc_enroll::cli::try_parse_from([
+        "arc-enroll",
+        "user-data",
+        "--config",
+        "",
+        "--agent-installer-url",
+        "http://10.0.0.1/install.sh",
+        "--allow-insecure-installer",
+        "--agent-installer-sha256",
+        &"AB".repeat(32),
+    ])
+    .unwrap();
+    let s = arc_enroll::config::resolve(&cli.opts, &cli.sources, &arc_enroll::config::Env::new())
+        .unwrap();
+    let (v, _) = arc_enroll::userdata::config_json(&s);
+    assert_eq!(v["agent_installer_sha256"], "ab".repeat(32));
+    assert_eq!(v["allow_insecure_installer"], true);
+    assert_eq!(v["agent_installer_url"], "http://10.0.0.1/install.sh");
+}
