@@ -356,6 +356,7 @@ pub fn parse() -> Cli {
     // clap would say only "invalid UTF-8 was detected"; name the variable instead.
     if let Some(err) = crate::config::non_utf8_setting(std::env::vars_os()) {
         eprintln!("arc-enroll: {err}");
+        crate::output::set_json(std::env::args_os().any(|a| a == "--json"));
         crate::output::print_failure(&err);
         std::process::exit(err.exit_code().into());
     }

@@ -571,6 +571,13 @@ fn non_utf8_arc_enroll_variable_is_a_usage_error_naming_it() {
         assert!(!t.contains('\u{1b}'), "a raw escape byte was echoed: {t:?}");
         assert!(!t.contains('\u{fffd}'), "raw bytes were echoed: {t:?}");
     }
+    let mut c = sb.cmd(&imds.url());
+    c.args(["connect", "--json"])
+        .env("ARC_ENROLL_TAGS", std::ffi::OsStr::from_bytes(b"a=\xff"));
+    let r = run_guarded(c, std::time::Duration::from_secs(60));
+    let v: serde_json::Value = serde_json::from_str(r.stdout.trim()).unwrap();
+    assert_eq!(v["exit_code"], 2);
+    assert!(v["message"].as_str().unwrap().contains("ARC_ENROLL_TAGS"));
     assert_eq!(imds.token_requests(), 0);
 }
 
