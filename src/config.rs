@@ -877,12 +877,29 @@ fn validate_agent_package(s: &str) -> Result<PathBuf, String> {
     if crate::install::PackageKind::of(&p).is_none() {
         return Err("must be a .deb or .rpm file (the azcmagent package)".into());
     }
-    match std::fs::metadata(&p) {
-        Ok(m) if m.is_file() => {}
-        Ok(_) => return Err("is not a regular file".into()),
-        Err(e) => return Err(format!("cannot be read: {e}")),
-    }
     std::path::absolute(&p).map_err(|e| format!("cannot be made absolute: {e}"))
+}
+
+/// The local files a setting names must exist on this machine: `--agent-package`. Checked right
+/// after `resolve` by every command that runs here (not by `user-data`, whose settings are for
+/// another machine), before any network call.
+pub fn check_local_files(s: &Settings) -> Result<(), Error> {
+    if let Some(p) = &s.agent_package {
+        let bad = match std::fs::metadata(&p.value) {
+            Ok(m) if m.is_file() => None,
+            Ok(_) => Some("is not a regular file".to_string()),
+            Err(e) => Some(format!("cannot be read: {e}")),
+        };
+        if let Some(reason) = bad {
+            return Err(Error::invalid(
+                "agent_package",
+                p.value.display().to_string(),
+                &p.source,
+                reason,
+            ));
+        }
+    }
+    Ok(())
 }
 
 pub fn validate_guid(s: &str) -> Result<(), String> {
@@ -1514,10 +1531,16 @@ mod tests {
         let mut o = opts();
         o.agent_package = Some(deb.display().to_string());
         let s = resolve(&o, &Sources::default(), &Env::new()).unwrap();
+        check_local_files(&s).unwrap();
         assert_eq!(s.agent_package.unwrap().value, deb);
-        for bad in [txt.clone(), dir.join("missing.rpm"), dir.clone()] {
+        o.agent_package = Some(txt.display().to_string());
+        let e = resolve(&o, &Sources::default(), &Env::new()).unwrap_err();
+        assert_eq!(e.exit_code(), 2);
+        for bad in [dir.join("missing.rpm"), dir.join("sub.deb")] {
+            std::fs::create_dir_all(dir.join("sub.deb")).unwrap();
             o.agent_package = Some(bad.display().to_string());
-            let e = resolve(&o, &Sources::default(), &Env::new()).unwrap_err();
+            let s = resolve(&o, &Sources::default(), &Env::new()).unwrap();
+            let e = check_local_files(&s).unwrap_err();
             assert_eq!(e.exit_code(), 2, "{}", bad.display());
         }
         let _ = std::fs::remove_dir_all(&dir);

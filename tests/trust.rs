@@ -802,6 +802,8 @@ fn user_data_carries_the_installer_pin_and_override() {
         "--allow-insecure-installer",
         "--agent-installer-sha256",
         &"AB".repeat(32),
+        "--agent-package",
+        "/opt/images/azcmagent_1.60.deb",
     ])
     .unwrap();
     let s = arc_enroll::config::resolve(&cli.opts, &cli.sources, &arc_enroll::config::Env::new())
@@ -810,4 +812,6 @@ fn user_data_carries_the_installer_pin_and_override() {
     assert_eq!(v["agent_installer_sha256"], "ab".repeat(32));
     assert_eq!(v["allow_insecure_installer"], true);
     assert_eq!(v["agent_installer_url"], "http://10.0.0.1/install.sh");
+    // The package is in the VM's image, not necessarily on the machine writing the user-data.
+    assert_eq!(v["agent_package"], "/opt/images/azcmagent_1.60.deb");
 }
