@@ -502,7 +502,7 @@ fn fake_package_manager(dir: &Path, name: &str) -> PathBuf {
     std::fs::write(
         &p,
         format!(
-            "#!/bin/bash\necho \"{name} $*\" >> \"$INSTALL_RECORD\"\n\
+            "#!/bin/bash\nPATH=/usr/bin:/bin\necho \"{name} $*\" >> \"$INSTALL_RECORD\"\n\
              [ -n \"$PKG_FAIL\" ] && {{ echo \"{name}: error: package is broken\"; exit 1; }}\n\
              mkdir -p \"$(dirname \"$INSTALL_TARGET\")\"\ncp \"$INSTALL_SOURCE\" \"$INSTALL_TARGET\"\n\
              chmod 755 \"$INSTALL_TARGET\"\necho \"Setting up azcmagent\"\n"
@@ -518,14 +518,16 @@ fn agent_package_installs_from_a_local_deb_or_rpm_without_downloading() {
     for (ext, tool, want) in [
         ("deb", "dpkg", "dpkg -i"),
         ("rpm", "rpm", "rpm -U --replacepkgs"),
+        ("rpm", "dnf", "dnf install -y"),
     ] {
-        let w = install_world(&format!("trust-pkg-{ext}"), |_| {});
+        let w = install_world(&format!("trust-pkg-{tool}"), |_| {});
         let bin = w.sb.root.join("pkgbin");
         fake_package_manager(&bin, tool);
         let pkg = w.sb.root.join(format!("azcmagent_1.60.0.{ext}"));
         std::fs::write(&pkg, "not really a package").unwrap();
-        // Only the fake tool and the basics: PATH has no dnf here, so .rpm uses rpm -U.
-        let path = format!("{}:/usr/bin:/bin", bin.display());
+        // PATH is the fake tool alone (a real dpkg/rpm/dnf on this machine must never run): an
+        // .rpm goes to dnf when one is on PATH, else to rpm -U.
+        let path = bin.display().to_string();
         let pkg_s = pkg.display().to_string();
         let r = w.run(
             &["connect", "--install-agent", "--agent-package", &pkg_s],
@@ -684,7 +686,7 @@ fn output_of_a_child_process_is_escaped() {
     std::fs::set_permissions(&dpkg, std::fs::Permissions::from_mode(0o755)).unwrap();
     let pkg = w.sb.root.join("azcmagent.deb");
     std::fs::write(&pkg, "x").unwrap();
-    let path = format!("{}:/usr/bin:/bin", bin.display());
+    let path = bin.display().to_string();
     let pkg_s = pkg.display().to_string();
     let r = w.run(
         &["connect", "--install-agent", "--agent-package", &pkg_s],
