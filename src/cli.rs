@@ -277,6 +277,27 @@ pub struct Opts {
         help_heading = "Endpoints and files"
     )]
     pub agent_installer_url: Option<String>,
+    /// SHA-256 (hex) the downloaded installer script must have, else it is not run
+    #[arg(
+        long,
+        global = true,
+        env = "ARC_ENROLL_AGENT_INSTALLER_SHA256",
+        value_name = "HEX",
+        help_heading = "Endpoints and files"
+    )]
+    pub agent_installer_sha256: Option<String>,
+    /// Allow an http:// installer URL (the script runs as root; anyone on the path can change it)
+    #[arg(long, global = true, env = "ARC_ENROLL_ALLOW_INSECURE_INSTALLER", value_name = "BOOL", num_args = 0..=1, default_missing_value = "true", help_heading = "Endpoints and files")]
+    pub allow_insecure_installer: Option<String>,
+    /// Install the agent from this local .deb or .rpm with --install-agent (no download)
+    #[arg(
+        long,
+        global = true,
+        env = "ARC_ENROLL_AGENT_PACKAGE",
+        value_name = "FILE",
+        help_heading = "Endpoints and files"
+    )]
+    pub agent_package: Option<String>,
     /// State directory [default: /var/lib/arc-enroll]
     #[arg(
         long,
@@ -332,6 +353,13 @@ impl Sources {
 
 /// Parse the process's arguments (exits with clap's usage message and code 2 on bad usage).
 pub fn parse() -> Cli {
+    // clap would say only "invalid UTF-8 was detected"; name the variable instead.
+    if let Some(err) = crate::config::non_utf8_setting(std::env::vars_os()) {
+        eprintln!("arc-enroll: {err}");
+        crate::output::set_json(std::env::args_os().any(|a| a == "--json"));
+        crate::output::print_failure(&err);
+        std::process::exit(err.exit_code().into());
+    }
     match try_parse_from(std::env::args_os()) {
         Ok(cli) => cli,
         Err(e) => {

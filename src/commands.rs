@@ -16,6 +16,9 @@ pub fn run(cli: Cli) -> Result<u8, Error> {
     // Bad input fails here, before any network call.
     let settings = config::resolve(&cli.opts, &cli.sources, &env)?;
     crate::agent_settings::validate(&settings)?;
+    if !matches!(cli.command, Some(Command::UserData { .. })) {
+        config::check_local_files(&settings)?;
+    }
     let clock = Clock::from_env()?;
     let deadline = Deadline::new(clock, settings.timeout.value);
     let command = cli.command.clone().unwrap_or(Command::Connect);
@@ -107,7 +110,7 @@ fn token(settings: &Settings, deadline: &Deadline) -> Result<u8, Error> {
     }
     let mut text = String::from("token claims (the token itself is never printed):\n");
     for (k, v) in claim_rows(&claims) {
-        text.push_str(&format!("  {k:<10} {v}\n"));
+        text.push_str(&format!("  {k:<10} {}\n", crate::text::escape_remote(&v)));
     }
     if let Some(e) = expires_in {
         text.push_str(&format!(
@@ -124,7 +127,11 @@ fn token(settings: &Settings, deadline: &Deadline) -> Result<u8, Error> {
         ("location", &derived.location),
     ] {
         match v {
-            Some(s) => text.push_str(&format!("  {k:<16} {} ({})\n", s.value, s.source)),
+            Some(s) => text.push_str(&format!(
+                "  {k:<16} {} ({})\n",
+                crate::text::escape_remote(&s.value),
+                s.source
+            )),
             None => text.push_str(&format!(
                 "  {k:<16} (not derivable: set --{})\n",
                 k.replace('_', "-")

@@ -217,6 +217,11 @@ pub struct Settings {
     /// An explicit agent path; `None` means search PATH, then /opt/azcmagent/bin/azcmagent.
     pub azcmagent: Option<Sourced<String>>,
     pub agent_installer_url: Sourced<String>,
+    /// The pinned SHA-256 of the installer script, lower-case hex.
+    pub agent_installer_sha256: Option<Sourced<String>>,
+    pub allow_insecure_installer: Sourced<bool>,
+    /// A local agent package (.deb/.rpm) that `--install-agent` installs instead of downloading.
+    pub agent_package: Option<Sourced<PathBuf>>,
     pub state_dir: Sourced<PathBuf>,
     pub sysroot: Sourced<PathBuf>,
     /// The agent's local settings (`agent` object in the config file), validated by `agent_settings`.
@@ -250,6 +255,9 @@ struct FileConfig {
     arm_endpoint: Option<String>,
     azcmagent: Option<String>,
     agent_installer_url: Option<String>,
+    agent_installer_sha256: Option<String>,
+    allow_insecure_installer: Option<bool>,
+    agent_package: Option<String>,
     state_dir: Option<String>,
     agent: Option<serde_json::Value>,
 }
@@ -265,8 +273,35 @@ struct FileIdentity {
 /// The process environment as a map, so resolution is a pure function in tests.
 pub type Env = BTreeMap<String, String>;
 
+/// Variables whose value is not UTF-8 are left out (`std::env::vars` would panic on them): ours
+/// (`ARC_ENROLL_*`) were refused earlier by [`non_utf8_setting`]; others are none of our business.
 pub fn process_env() -> Env {
-    std::env::vars().collect()
+    env_from(std::env::vars_os())
+}
+
+fn env_from(vars: impl Iterator<Item = (std::ffi::OsString, std::ffi::OsString)>) -> Env {
+    vars.filter_map(|(k, v)| Some((k.into_string().ok()?, v.into_string().ok()?)))
+        .collect()
+}
+
+/// The first `ARC_ENROLL_*` variable whose value is not UTF-8, as a usage error naming it (the
+/// value shown escaped, never as raw bytes). Checked before the command line is parsed.
+pub fn non_utf8_setting(
+    vars: impl Iterator<Item = (std::ffi::OsString, std::ffi::OsString)>,
+) -> Option<Error> {
+    use std::os::unix::ffi::OsStrExt;
+    vars.filter(|(k, v)| k.as_bytes().starts_with(b"ARC_ENROLL_") && v.to_str().is_none())
+        .map(|(k, v)| {
+            let name = String::from_utf8_lossy(k.as_bytes()).into_owned();
+            let shown = v.as_bytes().escape_ascii().to_string();
+            Error::invalid(
+                name.clone(),
+                shown,
+                format!("environment {}", crate::text::escape_remote(&name)),
+                "is not valid UTF-8; set it to plain text (or unset it)",
+            )
+        })
+        .next()
 }
 
 /// Resolve and validate all settings. No network; reads the config file and /etc/environment.
@@ -592,6 +627,46 @@ impl<'a> Resolver<'a> {
             &f.agent_installer_url,
             DEFAULT_AGENT_INSTALLER_URL,
         )?;
+        if !is_https(&arm_endpoint.value) {
+            return Err(Error::invalid(
+                "arm_endpoint",
+                &arm_endpoint.value,
+                &arm_endpoint.source,
+                "must be an https:// URL: ARM requests carry the access token, which plain http \
+                 would send in clear text (loopback included; ARM is always https)",
+            ));
+        }
+        let allow_insecure_installer = self.bool_setting(
+            "allow_insecure_installer",
+            &o.allow_insecure_installer,
+            f.allow_insecure_installer,
+        )?;
+        if !is_https(&agent_installer_url.value) && !allow_insecure_installer.value {
+            return Err(Error::invalid(
+                "agent_installer_url",
+                &agent_installer_url.value,
+                &agent_installer_url.source,
+                "must be an https:// URL: the installer runs as root, and anyone on the path can \
+                 change a script fetched over plain http; use https, --agent-package FILE, or \
+                 (only on a network you trust) --allow-insecure-installer",
+            ));
+        }
+        let agent_installer_sha256 = first(vec![
+            self.flag("agent_installer_sha256", &o.agent_installer_sha256),
+            self.file("agent_installer_sha256", &f.agent_installer_sha256),
+        ])
+        .map(|c| validated(c, "agent_installer_sha256", validate_sha256))
+        .transpose()?;
+        let agent_package = first(vec![
+            self.flag("agent_package", &o.agent_package),
+            self.file("agent_package", &f.agent_package),
+        ])
+        .map(|(v, src)| {
+            validate_agent_package(&v)
+                .map(|p| Sourced::new(p, src.clone()))
+                .map_err(|e| Error::invalid("agent_package", &v, &src, e))
+        })
+        .transpose()?;
         let azcmagent = first(vec![
             self.flag("azcmagent", &o.azcmagent),
             self.file("azcmagent", &f.azcmagent),
@@ -635,6 +710,9 @@ impl<'a> Resolver<'a> {
             arm_endpoint,
             azcmagent,
             agent_installer_url,
+            agent_installer_sha256,
+            allow_insecure_installer,
+            agent_package,
             state_dir,
             sysroot: self.sysroot.clone(),
             agent,
@@ -861,7 +939,9 @@ fn validated(
 fn normalize(name: &str, v: &str) -> String {
     let v = v.trim();
     match name {
-        "subscription_id" | "tenant_id" | "correlation_id" => v.to_ascii_lowercase(),
+        "subscription_id" | "tenant_id" | "correlation_id" | "agent_installer_sha256" => {
+            v.to_ascii_lowercase()
+        }
         "location" => v.to_ascii_lowercase().replace(' ', ""),
         _ => v.to_string(),
     }
@@ -873,6 +953,51 @@ pub fn parse_bool(s: &str) -> Option<bool> {
         "0" | "false" | "no" | "off" | "" => Some(false),
         _ => None,
     }
+}
+
+fn is_https(url: &str) -> bool {
+    url.trim().to_ascii_lowercase().starts_with("https://")
+}
+
+/// 64 hex digits (`sha256sum` prints them).
+fn validate_sha256(s: &str) -> Result<(), String> {
+    let s = s.trim();
+    if s.len() == 64 && s.chars().all(|c| c.is_ascii_hexdigit()) {
+        Ok(())
+    } else {
+        Err("must be a SHA-256 as 64 hex digits (`sha256sum install_linux_azcmagent.sh`)".into())
+    }
+}
+
+/// An existing regular file named *.deb or *.rpm, made absolute.
+fn validate_agent_package(s: &str) -> Result<PathBuf, String> {
+    let p = PathBuf::from(s.trim());
+    if crate::install::PackageKind::of(&p).is_none() {
+        return Err("must be a .deb or .rpm file (the azcmagent package)".into());
+    }
+    std::path::absolute(&p).map_err(|e| format!("cannot be made absolute: {e}"))
+}
+
+/// The local files a setting names must exist on this machine: `--agent-package`. Checked right
+/// after `resolve` by every command that runs here (not by `user-data`, whose settings are for
+/// another machine), before any network call.
+pub fn check_local_files(s: &Settings) -> Result<(), Error> {
+    if let Some(p) = &s.agent_package {
+        let bad = match std::fs::metadata(&p.value) {
+            Ok(m) if m.is_file() => None,
+            Ok(_) => Some("is not a regular file".to_string()),
+            Err(e) => Some(format!("cannot be read: {e}")),
+        };
+        if let Some(reason) = bad {
+            return Err(Error::invalid(
+                "agent_package",
+                p.value.display().to_string(),
+                &p.source,
+                reason,
+            ));
+        }
+    }
+    Ok(())
 }
 
 pub fn validate_guid(s: &str) -> Result<(), String> {
@@ -890,7 +1015,7 @@ pub fn validate_guid(s: &str) -> Result<(), String> {
     }
 }
 
-fn validate_resource_group(s: &str) -> Result<(), String> {
+pub fn validate_resource_group(s: &str) -> Result<(), String> {
     let ok = !s.is_empty()
         && s.len() <= 90
         && s.chars()
@@ -903,7 +1028,7 @@ fn validate_resource_group(s: &str) -> Result<(), String> {
     }
 }
 
-fn validate_location(s: &str) -> Result<(), String> {
+pub fn validate_location(s: &str) -> Result<(), String> {
     let n = s.trim().to_ascii_lowercase().replace(' ', "");
     let ok = (2..=40).contains(&n.len())
         && n.starts_with(|c: char| c.is_ascii_lowercase())
@@ -1570,5 +1695,98 @@ mod tests {
         assert_eq!(redact_userinfo("http://u:secret@h:1/"), "http://u:***@h:1/");
         assert_eq!(redact_userinfo("http://h:1"), "http://h:1");
         assert_eq!(redact_userinfo("u:p@h"), "u:***@h");
+    }
+
+    #[test]
+    fn arm_endpoint_must_be_https_loopback_included() {
+        for url in [
+            "http://127.0.0.1:9",
+            "HTTP://localhost",
+            "http://[::1]:8443",
+        ] {
+            let mut o = opts();
+            o.arm_endpoint = Some(url.into());
+            let e = resolve(&o, &Sources::default(), &Env::new()).unwrap_err();
+            assert_eq!(e.exit_code(), 2, "{url}");
+            assert!(e.to_string().contains("arm_endpoint"), "{e}");
+        }
+        let mut o = opts();
+        o.arm_endpoint = Some("HTTPS://127.0.0.1:8443/".into());
+        assert!(resolve(&o, &Sources::default(), &Env::new()).is_ok());
+    }
+
+    #[test]
+    fn http_installer_needs_the_explicit_override() {
+        let mut o = opts();
+        o.agent_installer_url = Some("http://10.0.0.1/install.sh".into());
+        let e = resolve(&o, &Sources::default(), &Env::new()).unwrap_err();
+        assert!(e.to_string().contains("--allow-insecure-installer"), "{e}");
+        o.allow_insecure_installer = Some("false".into());
+        assert!(resolve(&o, &Sources::default(), &Env::new()).is_err());
+        o.allow_insecure_installer = Some("true".into());
+        let s = resolve(&o, &Sources::default(), &Env::new()).unwrap();
+        assert!(s.allow_insecure_installer.value);
+    }
+
+    #[test]
+    fn installer_sha256_is_64_hex_digits_normalized_to_lower_case() {
+        let mut o = opts();
+        o.agent_installer_sha256 = Some(format!(" {} ", "AB".repeat(32)));
+        let s = resolve(&o, &Sources::default(), &Env::new()).unwrap();
+        assert_eq!(s.agent_installer_sha256.unwrap().value, "ab".repeat(32));
+        for bad in ["", "ab", &"a".repeat(63), &"a".repeat(65), &"z".repeat(64)] {
+            o.agent_installer_sha256 = Some(bad.to_string());
+            let e = resolve(&o, &Sources::default(), &Env::new()).unwrap_err();
+            assert_eq!(e.exit_code(), 2, "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn agent_package_must_be_an_existing_deb_or_rpm() {
+        let dir = std::env::temp_dir().join(format!("arc-enroll-pkg-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let deb = dir.join("azcmagent.DEB");
+        std::fs::write(&deb, "x").unwrap();
+        let txt = dir.join("azcmagent.tgz");
+        std::fs::write(&txt, "x").unwrap();
+        let mut o = opts();
+        o.agent_package = Some(deb.display().to_string());
+        let s = resolve(&o, &Sources::default(), &Env::new()).unwrap();
+        check_local_files(&s).unwrap();
+        assert_eq!(s.agent_package.unwrap().value, deb);
+        o.agent_package = Some(txt.display().to_string());
+        let e = resolve(&o, &Sources::default(), &Env::new()).unwrap_err();
+        assert_eq!(e.exit_code(), 2);
+        for bad in [dir.join("missing.rpm"), dir.join("sub.deb")] {
+            std::fs::create_dir_all(dir.join("sub.deb")).unwrap();
+            o.agent_package = Some(bad.display().to_string());
+            let s = resolve(&o, &Sources::default(), &Env::new()).unwrap();
+            let e = check_local_files(&s).unwrap_err();
+            assert_eq!(e.exit_code(), 2, "{}", bad.display());
+        }
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn non_utf8_values_are_left_out_of_the_env_and_ours_are_named() {
+        use std::ffi::OsString;
+        use std::os::unix::ffi::OsStringExt;
+        let bad = || OsString::from_vec(b"caf\xe9\x1b".to_vec());
+        let vars = vec![
+            (OsString::from("LANG_X"), bad()),
+            (OsString::from("OK"), OsString::from("1")),
+        ];
+        let e = env_from(vars.clone().into_iter());
+        assert_eq!(e.len(), 1);
+        assert!(non_utf8_setting(vars.into_iter()).is_none());
+        let vars = vec![(OsString::from("ARC_ENROLL_TAGS"), bad())];
+        let err = non_utf8_setting(vars.into_iter()).unwrap();
+        let msg = err.to_string();
+        assert_eq!(err.exit_code(), 2);
+        assert!(
+            msg.contains("ARC_ENROLL_TAGS") && msg.contains("UTF-8"),
+            "{msg}"
+        );
+        assert!(msg.contains("\\xe9") && !msg.contains('\u{1b}'), "{msg}");
     }
 }

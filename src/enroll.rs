@@ -629,18 +629,22 @@ pub fn resolve_target(
         derived.location,
         "IMDS has no instance metadata here (as on Nexus)",
     )?;
-    for (name, v) in [
-        ("subscription_id", &sub),
-        ("resource_group", &rg),
-        ("tenant_id", &tenant),
-        ("location", &location),
-    ] {
+    use crate::config::{validate_guid, validate_location, validate_resource_group};
+    type Check = fn(&str) -> Result<(), String>;
+    let checks: [(&str, &Sourced<String>, Check); 4] = [
+        ("subscription_id", &sub, validate_guid),
+        ("resource_group", &rg, validate_resource_group),
+        ("tenant_id", &tenant, validate_guid),
+        ("location", &location, validate_location),
+    ];
+    // Derived values are checked exactly like configured ones, before they are logged, reach
+    // the agent's argv or the state file: a claim of `--foo bar` must stay a bad value.
+    for (name, v, check) in checks {
+        check(&v.value).map_err(|e| derived_invalid(name, v, &e))?;
         if v.source.starts_with("derived") || v.source.starts_with("IMDS") {
             log::info!("setting {name} = {} ({})", v.value, v.source);
         }
     }
-    crate::config::validate_guid(&sub.value)
-        .map_err(|e| Error::invalid("subscription_id", &sub.value, &sub.source, e))?;
     let name = render_resource_name(&settings.resource_name, facts)?;
     Ok(Target {
         subscription_id: sub.value,
@@ -658,6 +662,34 @@ pub fn resolve_target(
         gateway_id: settings.gateway_id.as_ref().map(|s| s.value.clone()),
         enable_automatic_upgrade: settings.enable_automatic_upgrade.value,
     })
+}
+
+/// A derived value that fails validation: from a token claim, the token is not to be trusted
+/// (exit 3); from IMDS metadata or configuration, a setting error (exit 2). The value is escaped.
+fn derived_invalid(name: &str, v: &Sourced<String>, reason: &str) -> Error {
+    let shown = crate::text::escape_remote(&v.value);
+    if v.source.contains("claim") {
+        Error::NoToken {
+            detail: format!("{name} {} is {shown:?}, which {reason}", v.source),
+            advice: format!(
+                "set --{} ({}) explicitly, and check that IMDS at the configured endpoint is the \
+                 real one",
+                name.replace('_', "-"),
+                env_name(name)
+            ),
+        }
+    } else {
+        Error::invalid(
+            name,
+            v.value.clone(),
+            &v.source,
+            format!(
+                "{reason}; set --{} ({}) explicitly",
+                name.replace('_', "-"),
+                env_name(name)
+            ),
+        )
+    }
 }
 
 fn env_name(name: &str) -> String {
@@ -739,12 +771,14 @@ fn reconcile_proxy_url(a: &Agent, settings: &Settings, deadline: &Deadline) -> R
         return Ok(());
     };
     let want = proxy.with_credentials();
+    // What the agent reports is compared as parsed URLs too: an agent that prints the password
+    // encoded differently (%40 vs @) holds the same proxy.
+    let same = |v: &str| {
+        v.trim_end_matches('/') == want.trim_end_matches('/')
+            || crate::proxy::ProxyUrl::parse(v).is_ok_and(|p| p == proxy)
+    };
     match a.config_get("proxy.url", deadline) {
-        Ok(v)
-            if v.as_str()
-                .map(|s| s.trim_end_matches('/') == want.trim_end_matches('/'))
-                .unwrap_or(false) =>
-        {
+        Ok(v) if v.as_str().map(same).unwrap_or(false) => {
             log::info!("agent proxy.url is already {proxy}; leaving it");
             Ok(())
         }
@@ -753,7 +787,7 @@ fn reconcile_proxy_url(a: &Agent, settings: &Settings, deadline: &Deadline) -> R
                 log::info!("cannot read the agent's proxy.url ({e}); setting it");
             }
             log::info!("setting the agent's proxy.url to {proxy} ({rule})");
-            a.config_set("proxy.url", &want, deadline)
+            a.config_set_proxy_url(&proxy, deadline)
                 .map_err(|e| Error::Agent {
                     detail: format!("`azcmagent config set proxy.url {proxy}` failed: {e}"),
                     advice:

@@ -32,6 +32,7 @@ pub mod proxy;
 pub mod retry;
 pub mod signals;
 pub mod state;
+pub mod text;
 pub mod token;
 pub mod userdata;
 

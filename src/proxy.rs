@@ -194,6 +194,30 @@ impl ProxyUrl {
         self.render(self.password.as_deref().map(percent_encode).as_deref())
     }
 
+    /// The forms in which this proxy's password can appear in text we did not write (an agent
+    /// or library echoing the URL): decoded, and percent-encoded as `with_credentials` puts it
+    /// (and in lower-case hex). Empty without a password. For scrubbing foreign text only; our
+    /// own messages print the parsed URL (`Display`), never a string with the password removed.
+    pub fn password_forms(&self) -> Vec<String> {
+        let Some(p) = self.password.as_deref().filter(|p| !p.is_empty()) else {
+            return Vec::new();
+        };
+        let enc = percent_encode(p);
+        let mut forms = vec![enc.clone(), enc.to_ascii_lowercase(), p.to_string()];
+        forms.dedup();
+        forms
+    }
+
+    /// `text` (foreign text that may echo this proxy's URL) with the credentialed URL shown as
+    /// `Display` shows it and any remaining form of the password as `***`.
+    pub fn scrub(&self, text: &str) -> String {
+        let mut out = text.replace(&self.with_credentials(), &self.to_string());
+        for f in self.password_forms() {
+            out = out.replace(&f, "***");
+        }
+        out
+    }
+
     /// `host:port`, with brackets around an IPv6 address.
     pub fn host_port(&self) -> String {
         format!("{}:{}", bracket_host(&self.host), self.port)
@@ -1046,5 +1070,24 @@ DUP=second
             let want = want.map(|(s, h, p)| (s.to_string(), h.to_string(), p));
             assert_eq!(got, want, "case {case:?}: {url:?}");
         }
+    }
+
+    #[test]
+    fn scrub_masks_the_password_in_every_form_and_keeps_the_rest() {
+        let p = ProxyUrl::parse("http://arcuser:p%40ss%3Aw0rd%2f@proxy:3128").unwrap();
+        assert_eq!(p.password(), Some("p@ss:w0rd/"));
+        let full = p.with_credentials();
+        assert_eq!(
+            p.scrub(&format!("dial {full}: refused")),
+            "dial http://arcuser:***@proxy:3128: refused"
+        );
+        for f in ["p%40ss%3Aw0rd%2F", "p%40ss%3aw0rd%2f", "p@ss:w0rd/"] {
+            assert_eq!(p.scrub(&format!("x{f}y")), "x***y", "{f}");
+        }
+        assert!(ProxyUrl::parse("http://proxy:1")
+            .unwrap()
+            .password_forms()
+            .is_empty());
+        assert_eq!(format!("{p}"), "http://arcuser:***@proxy:3128");
     }
 }
