@@ -311,8 +311,10 @@ fn connect_through_a_proxy_with_a_hard_password_leaks_nothing() {
     let url = format!("http://arc:{enc}@127.0.0.1:{}", proxy.port);
     let imds = FakeImds::start(ImdsConfig::default());
     let sb = Sandbox::new("sec-proxy");
-    // azcmagent keeps proxy.url (credentials included) in its own config (FACTS §2.3, §13).
-    sb.allow(PROXY_PASSWORD, "file:agent/agent.json");
+    // The agent needs the credentials: in its environment (HTTPS_PROXY, readable by root only)
+    // and its own config, where azcmagent keeps proxy.url (FACTS §2.3, §13).
+    sb.allow(PROXY_PASSWORD, "agent-env:")
+        .allow(PROXY_PASSWORD, "file:agent/agent.json");
     let r = sb.run(&imds.url(), &["connect", "-vv", "--proxy", &url], &[TRACE]);
     r.expect_code(0);
     assert!(sb.known_secrets().iter().any(|s| s.value == pw), "the harness saw the password");
