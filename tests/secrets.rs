@@ -332,3 +332,33 @@ fn check_token_status_disconnect_at_trace_leak_nothing() {
     sb.run(&imds.url(), &["disconnect", "-vv"], &[TRACE]).expect_code(0);
     assert!(imds.issued_tokens().len() >= 2);
 }
+
+/// A run SIGKILLed while the agent connects cannot remove its token file; the next run must
+/// (issue 12 item 10). The harness checks the token directories of every arc-enroll process
+/// that called the fake agent once that process is gone.
+#[test]
+fn a_sigkilled_runs_token_file_does_not_outlive_the_next_run() {
+    let imds = FakeImds::start(ImdsConfig::default());
+    let sb = Sandbox::new("sec-sigkill");
+    sb.agent_behaviour(json!({"connect_hang_secs": 30}));
+    let mut c = sb.cmd(&imds.url());
+    c.arg("connect")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null());
+    let mut child = c.spawn().unwrap();
+    let start = std::time::Instant::now();
+    while sb.agent_calls_of("connect").is_empty() {
+        assert!(start.elapsed() < std::time::Duration::from_secs(30), "connect never started");
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+    // The hanging fake agent this test started (through arc-enroll) is stopped by its pid.
+    let agent_pid = sb.agent_calls_of("connect")[0]["pid"].as_u64().unwrap();
+    let _ = std::process::Command::new("kill")
+        .args(["-9", &agent_pid.to_string()])
+        .status();
+    sb.agent_behaviour(json!({}));
+    // The next run (any command) on this machine.
+    sb.run(&imds.url(), &["status"], &[]);
+}

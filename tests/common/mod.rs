@@ -331,7 +331,8 @@ impl Guard {
     /// every file as it is now is an input.
     fn before_run(&mut self) {
         if self.pending {
-            let leaks = self.check(None, &[]);
+            self.pending = false;
+            let leaks = self.check_now(None, &[], false);
             fail_on(&leaks, "after a run the test started itself");
         }
         for f in walk(&self.root) {
@@ -346,6 +347,17 @@ impl Guard {
     /// what is not allowed.
     fn check(&mut self, run: Option<(&Run, u32, &str)>, extra: &[Secret]) -> Vec<Finding> {
         self.pending = false;
+        self.check_now(run, extra, true)
+    }
+
+    /// `token_dirs`: also the token directories of finished runs (not before a run: a SIGKILLed
+    /// run's directory is the next run's to remove).
+    fn check_now(
+        &mut self,
+        run: Option<(&Run, u32, &str)>,
+        extra: &[Secret],
+        token_dirs: bool,
+    ) -> Vec<Finding> {
         let mut secrets = self.secrets();
         for e in extra {
             if !secrets.contains(e) && e.value.len() >= scan::MIN_SECRET {
@@ -416,8 +428,12 @@ impl Guard {
             }
         }
         self.calls_seen = lines.len();
-        // Token directories of this sandbox's arc-enroll processes that are gone by now.
+        // Token directories of this sandbox's arc-enroll processes that are gone by now; what is
+        // found is reported, then removed (no token stays on the test machine).
         for pid in self.pids.clone() {
+            if !token_dirs {
+                break;
+            }
             if Path::new(&format!("/proc/{pid}")).exists() && run.map(|r| r.1) != Some(pid) {
                 continue;
             }
@@ -435,6 +451,7 @@ impl Guard {
                             self.known.insert(f.clone(), h);
                             found.extend(scanner.scan(&format!("file:{}", f.display()), &b));
                         }
+                        let _ = std::fs::remove_dir_all(e.path());
                     }
                 }
             }
