@@ -90,15 +90,29 @@ fn scanner_finds_hex_in_xxd_hexdump_upper_case_and_misaligned_forms() {
     // xxd: offsets with a colon, groups of 2 bytes, ASCII column
     let mut xxd = String::new();
     for (n, row) in data.as_bytes().chunks(16).enumerate() {
-        let hex: Vec<String> = row.chunks(2).map(|c| c.iter().map(|b| format!("{b:02x}")).collect()).collect();
-        xxd.push_str(&format!("{:08x}: {:<40} {}\n", n * 16, hex.join(" "), String::from_utf8_lossy(row).replace(['\r', '\n'], ".")));
+        let hex: Vec<String> = row
+            .chunks(2)
+            .map(|c| c.iter().map(|b| format!("{b:02x}")).collect())
+            .collect();
+        xxd.push_str(&format!(
+            "{:08x}: {:<40} {}\n",
+            n * 16,
+            hex.join(" "),
+            String::from_utf8_lossy(row).replace(['\r', '\n'], ".")
+        ));
     }
     // hexdump -C: offset, two blocks of 8 bytes, |ASCII|
     let mut hd = String::new();
     for (n, row) in data.as_bytes().chunks(16).enumerate() {
         let hex: Vec<String> = row.iter().map(|b| format!("{b:02x}")).collect();
         let (a, b) = hex.split_at(hex.len().min(8));
-        hd.push_str(&format!("{:08x}  {}  {}  |{}|\n", n * 16, a.join(" "), b.join(" "), String::from_utf8_lossy(row).replace(['\r', '\n'], ".")));
+        hd.push_str(&format!(
+            "{:08x}  {}  {}  |{}|\n",
+            n * 16,
+            a.join(" "),
+            b.join(" "),
+            String::from_utf8_lossy(row).replace(['\r', '\n'], ".")
+        ));
     }
     for (what, text) in [("xxd", xxd), ("hexdump -C", hd)] {
         let f = sc.scan("stderr", text.as_bytes());
@@ -108,8 +122,14 @@ fn scanner_finds_hex_in_xxd_hexdump_upper_case_and_misaligned_forms() {
     for text in [
         format!("body={hex};"),
         format!("body=0x{}", hex.to_lowercase()),
-        format!("id=a{hex}"),          // odd nibble alignment
-        format!("\\x{}", pw.bytes().map(|b| format!("{b:02x}")).collect::<Vec<_>>().join("\\x")),
+        format!("id=a{hex}"), // odd nibble alignment
+        format!(
+            "\\x{}",
+            pw.bytes()
+                .map(|b| format!("{b:02x}"))
+                .collect::<Vec<_>>()
+                .join("\\x")
+        ),
     ] {
         let f = sc.scan("file:x", text.as_bytes());
         assert_eq!(encodings(&f), ["hex"], "{text}");
@@ -123,13 +143,16 @@ fn scanner_finds_base64_at_every_alignment_in_both_alphabets_and_wrapped() {
     // A fragment of the token only (bytes 200..240) inside other data, at each alignment.
     let frag = &t.as_bytes()[150..190];
     for pad in 0..3 {
-        let mut data = b"Basic ".repeat(1)[..pad].to_vec();
+        let mut data = b"Basic "[..pad].to_vec();
         data.extend_from_slice(frag);
         data.extend_from_slice(b"-tail");
         for (engine, name) in [(STANDARD, "base64"), (URL_SAFE, "base64url")] {
             let text = format!("header: {}", engine.encode(&data));
             let f = sc.scan("stderr", text.as_bytes());
-            assert!(encodings(&f).contains(&name) || encodings(&f).contains(&"base64"), "pad {pad} {name}: {f:?}");
+            assert!(
+                encodings(&f).contains(&name) || encodings(&f).contains(&"base64"),
+                "pad {pad} {name}: {f:?}"
+            );
         }
     }
     // A password with + and / in its base64 differs between alphabets.
@@ -142,7 +165,11 @@ fn scanner_finds_base64_at_every_alignment_in_both_alphabets_and_wrapped() {
     assert_eq!(encodings(&sc.scan("s", url.as_bytes())), ["base64url"]);
     // PEM-style: wrapped at 64 columns.
     let long = STANDARD.encode(format!("prefix-{t}"));
-    let wrapped: Vec<String> = long.as_bytes().chunks(64).map(|c| String::from_utf8_lossy(c).into_owned()).collect();
+    let wrapped: Vec<String> = long
+        .as_bytes()
+        .chunks(64)
+        .map(|c| String::from_utf8_lossy(c).into_owned())
+        .collect();
     let sc = scanner(&[(ACCESS_TOKEN, &t)]);
     let f = sc.scan("file:key.pem", wrapped.join("\n").as_bytes());
     assert!(!f.is_empty(), "wrapped base64");
@@ -150,7 +177,10 @@ fn scanner_finds_base64_at_every_alignment_in_both_alphabets_and_wrapped() {
     let pw = "s3cr3t-pw";
     let sc = scanner(&[(PROXY_PASSWORD, pw)]);
     for user in ["arc", "ab", "a"] {
-        let header = format!("proxy-authorization: Basic {}", STANDARD.encode(format!("{user}:{pw}")));
+        let header = format!(
+            "proxy-authorization: Basic {}",
+            STANDARD.encode(format!("{user}:{pw}"))
+        );
         assert!(!sc.scan("stderr", header.as_bytes()).is_empty(), "{header}");
     }
 }
@@ -163,8 +193,13 @@ fn scanner_finds_percent_encoded_and_plain_fragments() {
     let lower: String = pw.bytes().map(|b| format!("%{b:02x}")).collect();
     let partly = "p%40ss%3Aw%2Frd%25with%20space";
     for enc in [all, lower, partly.to_string()] {
-        let text = format!("running azcmagent config set proxy.url http://user:{enc}@127.0.0.1:3128");
-        assert_eq!(encodings(&sc.scan("stderr", text.as_bytes())), ["percent-encoded"], "{enc}");
+        let text =
+            format!("running azcmagent config set proxy.url http://user:{enc}@127.0.0.1:3128");
+        assert_eq!(
+            encodings(&sc.scan("stderr", text.as_bytes())),
+            ["percent-encoded"],
+            "{enc}"
+        );
     }
     // Any 16 bytes of a long secret, plain; 15 are not enough.
     let t = token();
@@ -173,7 +208,9 @@ fn scanner_finds_percent_encoded_and_plain_fragments() {
     assert_eq!(encodings(&f), ["plain"]);
     assert_eq!(f[0].offset, 1);
     assert_eq!(f[0].secret_range, (100, 16));
-    assert!(sc.scan("stdout", format!("x{}y", &t[100..115]).as_bytes()).is_empty());
+    assert!(sc
+        .scan("stdout", format!("x{}y", &t[100..115]).as_bytes())
+        .is_empty());
     // A short secret counts whole.
     let sc = scanner(&[(PROXY_PASSWORD, "s3cret")]);
     assert_eq!(encodings(&sc.scan("s", b"user:s3cret@")), ["plain"]);
@@ -183,7 +220,11 @@ fn scanner_finds_percent_encoded_and_plain_fragments() {
 #[test]
 fn scanner_reports_nothing_on_clean_text() {
     let t = token();
-    let sc = scanner(&[(ACCESS_TOKEN, &t), (PROXY_PASSWORD, "s3cr3t-pw"), (PROXY_PASSWORD, "p@ss:w/rd%")]);
+    let sc = scanner(&[
+        (ACCESS_TOKEN, &t),
+        (PROXY_PASSWORD, "s3cr3t-pw"),
+        (PROXY_PASSWORD, "p@ss:w/rd%"),
+    ]);
     // A real connect log, a state file, a hex dump and base64 of other data, GUIDs.
     let other = token().replace("scanner-unit-test", "another-identity!");
     let mut clean = String::from(
@@ -191,7 +232,10 @@ fn scanner_reports_nothing_on_clean_text() {
          [2026-12-01T09:30:14Z INFO  arc_enroll] running azcmagent connect --config /run/arc-enroll-4242-9f8e/connect.json\n\
          proxy http://arc:***@127.0.0.1:3128 password=<redacted> %40 %3A 0123456789abcdef0123456789abcdef\n",
     );
-    clean.push_str(&ureq_trace_dump(b"GET /metadata/instance?api-version=2021-02-01 HTTP/1.1\r\nmetadata: true\r\n\r\n", true));
+    clean.push_str(&ureq_trace_dump(
+        b"GET /metadata/instance?api-version=2021-02-01 HTTP/1.1\r\nmetadata: true\r\n\r\n",
+        true,
+    ));
     clean.push_str(&STANDARD.encode("arc:another-password"));
     clean.push_str(&format!("\n{{\"state\":\"connected\",\"vm_uuid\":\"4c4c4544-0051-3010-8052-b4c04f4e4b32\",\"sig\":\"{}\"}}\n", &other[other.len() - 12..]));
     let f = sc.scan("stderr", clean.as_bytes());
@@ -223,10 +267,22 @@ fn harness_finds_planted_secrets_in_files_and_agent_records() {
         .unwrap();
     sb.secret(PROXY_PASSWORD, pw);
     let leaks = sb.leaks();
-    let where_: Vec<(String, &str)> = leaks.iter().map(|f| (f.channel.clone(), f.encoding)).collect();
-    assert!(where_.contains(&("file:state/cache".into(), "base64")), "{where_:?}");
-    assert!(where_.iter().any(|(c, _)| c == "agent-argv:version"), "{where_:?}");
-    assert!(where_.iter().any(|(c, _)| c == "agent-env:version"), "{where_:?}");
+    let where_: Vec<(String, &str)> = leaks
+        .iter()
+        .map(|f| (f.channel.clone(), f.encoding))
+        .collect();
+    assert!(
+        where_.contains(&("file:state/cache".into(), "base64")),
+        "{where_:?}"
+    );
+    assert!(
+        where_.iter().any(|(c, _)| c == "agent-argv:version"),
+        "{where_:?}"
+    );
+    assert!(
+        where_.iter().any(|(c, _)| c == "agent-env:version"),
+        "{where_:?}"
+    );
     // seen once: not again
     assert!(sb.leaks().is_empty());
     // an allowance covers only its channel: argv allowed, the environment still reported
@@ -241,7 +297,9 @@ fn harness_finds_planted_secrets_in_files_and_agent_records() {
     let leaks = sb.leaks();
     assert_eq!(leaks.len(), 1, "{leaks:?}");
     assert_eq!(leaks[0].channel, "agent-env:version");
-    assert!(leaks[0].to_string().contains(ACCESS_TOKEN) && !leaks[0].to_string().contains(&t[..20]));
+    assert!(
+        leaks[0].to_string().contains(ACCESS_TOKEN) && !leaks[0].to_string().contains(&t[..20])
+    );
     std::fs::remove_file(sb.state_dir.join("cache")).unwrap();
 }
 
@@ -255,7 +313,9 @@ fn harness_knows_what_the_fakes_issued_and_out_of_process_fakes_register() {
     assert!(!issued.is_empty());
     let known = sb.known_secrets();
     for t in &issued {
-        assert!(known.iter().any(|s| s.value == *t && s.kind == ACCESS_TOKEN));
+        assert!(known
+            .iter()
+            .any(|s| s.value == *t && s.kind == ACCESS_TOKEN));
     }
     // An out-of-process fake (e.g. a fake agent handing out a pre-created machine's key)
     // registers through the file named in every run's environment.
@@ -266,7 +326,10 @@ fn harness_knows_what_the_fakes_issued_and_out_of_process_fakes_register() {
     std::fs::write(sb.agent_dir.join("machine.key"), key).unwrap();
     let leaks = sb.leaks();
     assert_eq!(leaks.len(), 1, "{leaks:?}");
-    assert_eq!((leaks[0].kind.as_str(), leaks[0].channel.as_str()), (PRIVATE_KEY, "file:agent/machine.key"));
+    assert_eq!(
+        (leaks[0].kind.as_str(), leaks[0].channel.as_str()),
+        (PRIVATE_KEY, "file:agent/machine.key")
+    );
     std::fs::remove_file(sb.agent_dir.join("machine.key")).unwrap();
 }
 
@@ -297,8 +360,12 @@ fn connect_with_token_on_command_line_puts_it_only_on_the_agents_argv() {
     let sb = Sandbox::new("sec-cmdline");
     // Explicitly enabled by --token-on-command-line: the agent's argv is the designed channel.
     sb.allow(ACCESS_TOKEN, "agent-argv:connect");
-    sb.run(&imds.url(), &["connect", "-vv", "--token-on-command-line"], &[TRACE])
-        .expect_code(0);
+    sb.run(
+        &imds.url(),
+        &["connect", "-vv", "--token-on-command-line"],
+        &[TRACE],
+    )
+    .expect_code(0);
 }
 
 /// A password needing percent-encoding (`@ : / %`), through a real proxy (tinyproxy, which
@@ -317,19 +384,25 @@ fn connect_through_a_proxy_with_a_hard_password_leaks_nothing() {
         .allow(PROXY_PASSWORD, "file:agent/agent.json");
     let r = sb.run(&imds.url(), &["connect", "-vv", "--proxy", &url], &[TRACE]);
     r.expect_code(0);
-    assert!(sb.known_secrets().iter().any(|s| s.value == pw), "the harness saw the password");
+    assert!(
+        sb.known_secrets().iter().any(|s| s.value == pw),
+        "the harness saw the password"
+    );
 }
 
 #[test]
 fn check_token_status_disconnect_at_trace_leak_nothing() {
     let imds = FakeImds::start(ImdsConfig::default());
     let sb = Sandbox::new("sec-verbs");
-    sb.run(&imds.url(), &["token", "-vv"], &[TRACE]).expect_code(0);
+    sb.run(&imds.url(), &["token", "-vv"], &[TRACE])
+        .expect_code(0);
     sb.run(&imds.url(), &["connect"], &[]).expect_code(0);
-    sb.run(&imds.url(), &["status", "-vv"], &[TRACE]).expect_code(0);
+    sb.run(&imds.url(), &["status", "-vv"], &[TRACE])
+        .expect_code(0);
     let r = sb.run(&imds.url(), &["check", "-vv"], &[TRACE]);
     assert!(r.code.is_some(), "check ran to an end");
-    sb.run(&imds.url(), &["disconnect", "-vv"], &[TRACE]).expect_code(0);
+    sb.run(&imds.url(), &["disconnect", "-vv"], &[TRACE])
+        .expect_code(0);
     assert!(imds.issued_tokens().len() >= 2);
 }
 
@@ -348,7 +421,10 @@ fn a_sigkilled_runs_token_file_does_not_outlive_the_next_run() {
     let mut child = c.spawn().unwrap();
     let start = std::time::Instant::now();
     while sb.agent_calls_of("connect").is_empty() {
-        assert!(start.elapsed() < std::time::Duration::from_secs(30), "connect never started");
+        assert!(
+            start.elapsed() < std::time::Duration::from_secs(30),
+            "connect never started"
+        );
         std::thread::sleep(std::time::Duration::from_millis(50));
     }
     child.kill().unwrap();

@@ -301,7 +301,16 @@ impl Guard {
     fn secrets(&self) -> Vec<Secret> {
         let mut out: Vec<Secret> = arc_enroll_fakes::secrets::issued()
             .into_iter()
-            .chain(arc_enroll_fakes::secrets::read_file(&self.registry_file))
+            .map(|i| Secret::new(&i.kind, &i.value))
+            .collect();
+        out.extend(self.own_secrets());
+        out
+    }
+
+    /// The secrets of this sandbox only: its registry file and what the test registered.
+    fn own_secrets(&self) -> Vec<Secret> {
+        let mut out: Vec<Secret> = arc_enroll_fakes::secrets::read_file(&self.registry_file)
+            .into_iter()
             .map(|i| Secret::new(&i.kind, &i.value))
             .collect();
         out.extend(self.registered.iter().cloned());
@@ -358,14 +367,15 @@ impl Guard {
         extra: &[Secret],
         token_dirs: bool,
     ) -> Vec<Finding> {
-        let mut secrets = self.secrets();
+        let mut secrets = self.own_secrets();
         for e in extra {
             if !secrets.contains(e) && e.value.len() >= scan::MIN_SECRET {
                 self.registered.push(e.clone());
                 secrets.push(e.clone());
             }
         }
-        let scanner = Scanner::new(&secrets);
+        let local = Scanner::new(&secrets);
+        let scanner = Scanning(&local);
         let mut found = Vec::new();
         if let Some((r, pid, what)) = run {
             found.extend(scanner.scan(&format!("stdout of {what}"), r.stdout.as_bytes()));
@@ -437,9 +447,15 @@ impl Guard {
             if Path::new(&format!("/proc/{pid}")).exists() && run.map(|r| r.1) != Some(pid) {
                 continue;
             }
-            for base in [PathBuf::from("/run"), PathBuf::from("/dev/shm"), std::env::temp_dir()] {
+            for base in [
+                PathBuf::from("/run"),
+                PathBuf::from("/dev/shm"),
+                std::env::temp_dir(),
+            ] {
                 let prefix = format!("arc-enroll-{pid}-");
-                let Ok(rd) = std::fs::read_dir(&base) else { continue };
+                let Ok(rd) = std::fs::read_dir(&base) else {
+                    continue;
+                };
                 for e in rd.flatten() {
                     if e.file_name().to_string_lossy().starts_with(&prefix) {
                         for f in walk(&e.path()) {
@@ -458,6 +474,15 @@ impl Guard {
         }
         found.retain(|f| !self.is_allowed(f));
         found
+    }
+}
+
+/// The process-wide scanner plus a sandbox's own.
+struct Scanning<'a>(&'a Scanner);
+
+impl Scanning<'_> {
+    fn scan(&self, channel: &str, text: &[u8]) -> Vec<Finding> {
+        scan_with(Some(self.0), channel, text)
     }
 }
 
@@ -545,7 +570,9 @@ fn walk(dir: &Path) -> Vec<PathBuf> {
     let mut out = Vec::new();
     let mut todo = vec![dir.to_path_buf()];
     while let Some(d) = todo.pop() {
-        let Ok(rd) = std::fs::read_dir(&d) else { continue };
+        let Ok(rd) = std::fs::read_dir(&d) else {
+            continue;
+        };
         for e in rd.flatten() {
             let Ok(t) = e.file_type() else { continue };
             if t.is_dir() {
@@ -559,13 +586,32 @@ fn walk(dir: &Path) -> Vec<PathBuf> {
     out
 }
 
-/// The secrets every process-wide scan knows: what the in-process fakes issued.
-fn global_scanner() -> Scanner {
-    let secrets: Vec<Secret> = arc_enroll_fakes::secrets::issued()
-        .into_iter()
-        .map(|i| Secret::new(&i.kind, &i.value))
-        .collect();
-    Scanner::new(&secrets)
+/// Scan with the process-wide scanner (every secret the in-process fakes issued, built once and
+/// grown as they issue more) and, when given, a scanner of the sandbox's own secrets.
+fn scan_with(local: Option<&Scanner>, channel: &str, text: &[u8]) -> Vec<Finding> {
+    static GLOBAL: std::sync::OnceLock<Mutex<(usize, Scanner)>> = std::sync::OnceLock::new();
+    let mut g = GLOBAL
+        .get_or_init(|| Mutex::new((0, Scanner::default())))
+        .lock()
+        .unwrap_or_else(|e| e.into_inner());
+    let issued = arc_enroll_fakes::secrets::issued();
+    for i in &issued[g.0..] {
+        g.1.add(&Secret::new(&i.kind, &i.value));
+    }
+    g.0 = issued.len();
+    let mut found = g.1.scan(channel, text);
+    drop(g);
+    if let Some(l) = local {
+        for f in l.scan(channel, text) {
+            if !found
+                .iter()
+                .any(|x| x.kind == f.kind && x.encoding == f.encoding)
+            {
+                found.push(f);
+            }
+        }
+    }
+    found
 }
 
 /// A finished run.
@@ -668,9 +714,12 @@ fn describe(c: &Command) -> String {
 }
 
 fn scan_output(stdout: &str, stderr: &str, what: &str) -> Vec<Finding> {
-    let sc = global_scanner();
-    let mut f = sc.scan(&format!("stdout of {what}"), stdout.as_bytes());
-    f.extend(sc.scan(&format!("stderr of {what}"), stderr.as_bytes()));
+    let mut f = scan_with(None, &format!("stdout of {what}"), stdout.as_bytes());
+    f.extend(scan_with(
+        None,
+        &format!("stderr of {what}"),
+        stderr.as_bytes(),
+    ));
     f
 }
 

@@ -59,14 +59,17 @@ impl std::fmt::Display for Finding {
     }
 }
 
-/// Fixed-length windows -> (secret index, offset in the secret, length in the secret).
+/// Where a window comes from: (secret index, offset in the secret, length in the secret).
+type At = (usize, usize, usize);
+
+/// Fixed-length windows, by length.
 #[derive(Default)]
 struct Windows {
-    by_len: BTreeMap<usize, HashMap<Vec<u8>, (usize, usize, usize)>>,
+    by_len: BTreeMap<usize, HashMap<Vec<u8>, At>>,
 }
 
 impl Windows {
-    fn insert(&mut self, w: &[u8], at: (usize, usize, usize)) {
+    fn insert(&mut self, w: &[u8], at: At) {
         self.by_len
             .entry(w.len())
             .or_default()
@@ -75,7 +78,7 @@ impl Windows {
     }
 
     /// Every window of `text` in the set: (position in text, length, what).
-    fn find(&self, text: &[u8]) -> Vec<(usize, usize, (usize, usize, usize))> {
+    fn find(&self, text: &[u8]) -> Vec<(usize, usize, At)> {
         let mut out = Vec::new();
         for (&w, set) in &self.by_len {
             if text.len() < w {
@@ -140,7 +143,10 @@ impl Scanner {
             if full < 6 {
                 continue;
             }
-            for (engine, set) in [(STANDARD_NO_PAD, &mut self.b64), (URL_SAFE_NO_PAD, &mut self.b64url)] {
+            for (engine, set) in [
+                (STANDARD_NO_PAD, &mut self.b64),
+                (URL_SAFE_NO_PAD, &mut self.b64url),
+            ] {
                 let t = engine.encode(&rest[..full]);
                 let t = t.as_bytes();
                 let w = t.len().min(FRAGMENT);
@@ -157,7 +163,7 @@ impl Scanner {
         if self.secrets.is_empty() || text.is_empty() {
             return out;
         }
-        let mut push = |enc: &'static str, off: usize, at: (usize, usize, usize)| {
+        let mut push = |enc: &'static str, off: usize, at: At| {
             let (i, so, sl) = at;
             out.push(Finding {
                 kind: self.secrets[i].kind.clone(),
@@ -171,7 +177,7 @@ impl Scanner {
         // one finding per kind of secret and encoding (fake JWTs share their header, so one
         // fragment may belong to several tokens)
         let mut seen: Vec<(&str, &'static str)> = Vec::new();
-        let mut once = |enc: &'static str, off: usize, at: (usize, usize, usize)| {
+        let mut once = |enc: &'static str, off: usize, at: At| {
             let kind = self.secrets[at.0].kind.as_str();
             if !seen.contains(&(kind, enc)) {
                 seen.push((kind, enc));
@@ -340,12 +346,21 @@ fn normalize_hex_line(line: &[u8]) -> Vec<u8> {
         while i < l.len() && l[i] == b' ' {
             i += 1;
         }
-        let end = l[i..].iter().position(|&b| b == b' ').map_or(l.len(), |p| i + p);
+        let end = l[i..]
+            .iter()
+            .position(|&b| b == b' ')
+            .map_or(l.len(), |p| i + p);
         let w = &l[i..end];
         let dated = w.len() >= 8 && w.iter().any(|b| b.is_ascii_digit()) && w.contains(&b'-');
         let level = matches!(w, b"TRACE" | b"DEBUG" | b"INFO" | b"WARN" | b"ERROR");
         let marked = w.iter().any(|&b| b == b':' || b == b'[' || b == b']');
-        if w.is_empty() || !(dated || level || marked) || (marked && w.last() == Some(&b':') && w.len() <= 9 && w[..w.len() - 1].iter().all(|b| b.is_ascii_hexdigit())) {
+        if w.is_empty()
+            || !(dated || level || marked)
+            || (marked
+                && w.last() == Some(&b':')
+                && w.len() <= 9
+                && w[..w.len() - 1].iter().all(|b| b.is_ascii_hexdigit()))
+        {
             // stop at the first other word; an `xxd` offset (`00000010:`) stays (it is skipped
             // as an offset later)
             break;
@@ -357,7 +372,8 @@ fn normalize_hex_line(line: &[u8]) -> Vec<u8> {
     }
     let mut j = 0;
     while j + 2 < l.len() {
-        let pre = (l[j] == b'\\' || (l[j] == b'0' && (j == 0 || !l[j - 1].is_ascii_alphanumeric())))
+        let pre = (l[j] == b'\\'
+            || (l[j] == b'0' && (j == 0 || !l[j - 1].is_ascii_alphanumeric())))
             && l[j + 1] == b'x'
             && l[j + 2].is_ascii_hexdigit();
         if pre {
