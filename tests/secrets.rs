@@ -391,11 +391,19 @@ fn connect_through_a_proxy_with_a_hard_password_leaks_nothing() {
 }
 
 #[test]
-fn check_token_status_disconnect_at_trace_leak_nothing() {
+fn token_at_trace_leaks_nothing() {
     let imds = FakeImds::start(ImdsConfig::default());
-    let sb = Sandbox::new("sec-verbs");
+    let sb = Sandbox::new("sec-token");
     sb.run(&imds.url(), &["token", "-vv"], &[TRACE])
         .expect_code(0);
+    assert!(!imds.issued_tokens().is_empty());
+}
+
+/// `status`, `check` and `disconnect` at trace, on an enrolled machine (enrolled at INFO).
+#[test]
+fn status_check_disconnect_at_trace_leak_nothing() {
+    let imds = FakeImds::start(ImdsConfig::default());
+    let sb = Sandbox::new("sec-verbs");
     sb.run(&imds.url(), &["connect"], &[]).expect_code(0);
     sb.run(&imds.url(), &["status", "-vv"], &[TRACE])
         .expect_code(0);
