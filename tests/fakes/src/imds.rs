@@ -465,6 +465,8 @@ struct State {
     requests: Vec<Recorded>,
     token_requests: usize,
     minted: u64,
+    /// Every access token minted (the secret scanner's list; also in `crate::secrets`).
+    issued: Vec<String>,
     /// (window start, token requests admitted in it)
     window: Option<(Instant, u32)>,
 }
@@ -498,6 +500,7 @@ impl FakeImds {
             requests: Vec::new(),
             token_requests: 0,
             minted: 0,
+            issued: Vec::new(),
             window: None,
         }));
         let started = Instant::now();
@@ -536,6 +539,11 @@ impl FakeImds {
     /// Replace what is left of the script.
     pub fn set_script(&self, steps: impl IntoIterator<Item = Step>) {
         lock(&self.state).script = steps.into_iter().collect();
+    }
+
+    /// Every access token this fake minted (also registered in [`crate::secrets`]).
+    pub fn issued_tokens(&self) -> Vec<String> {
+        lock(&self.state).issued.clone()
     }
 
     /// Steps not yet consumed.
@@ -961,8 +969,11 @@ fn mint(s: &mut State, id: &Ident, resource: &str, over: Option<Override>) -> Va
         claims["xms_az_rid"] = json!(rid);
     }
     let expires_in = exp - now;
+    let access_token = jwt::mint(&claims);
+    crate::secrets::register(crate::secrets::ACCESS_TOKEN, &access_token);
+    s.issued.push(access_token.clone());
     json!({
-        "access_token": jwt::mint(&claims),
+        "access_token": access_token,
         "refresh_token": "",
         "expires_in": expires_in.to_string(),
         "expires_on": exp.to_string(),
