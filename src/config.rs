@@ -12,9 +12,9 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
+use crate::azure::proxy::{ProxyConfig, ProxyUrl};
 use crate::cli::{Opts, Sources};
 use crate::error::Error;
-use crate::proxy::{ProxyConfig, ProxyUrl};
 use crate::retry::parse_duration;
 
 pub const DEFAULT_CONFIG_FILE: &str = "/etc/arc-enroll/config.json";
@@ -334,7 +334,7 @@ impl<'a> Resolver<'a> {
     fn etc_environment(&self, names: &[&str]) -> Cand {
         let path = self.sysroot.value.join("etc/environment");
         let content = std::fs::read_to_string(&path).ok()?;
-        let vars = crate::proxy::parse_etc_environment(&content);
+        let vars = crate::azure::proxy::parse_etc_environment(&content);
         names.iter().find_map(|n| {
             vars.get(*n)
                 .filter(|v| !v.trim().is_empty())
@@ -602,7 +602,7 @@ impl<'a> Resolver<'a> {
     ) -> Result<Sourced<String>, Error> {
         match self.flag(id, flag).or_else(|| self.file(id, file)) {
             Some((v, src)) => {
-                if crate::proxy::split_url(&v).is_none() {
+                if crate::azure::proxy::split_url(&v).is_none() {
                     return Err(Error::invalid(
                         id,
                         v,

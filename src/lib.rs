@@ -13,26 +13,18 @@
 //! - `userdata`: cloud-init user-data; `commands`: dispatch and the small commands (token, proxy)
 
 pub mod agent;
-pub mod agent_settings;
-pub mod arm;
-pub mod check;
+pub mod azure;
 pub mod cli;
 pub mod commands;
 pub mod config;
 pub mod enroll;
 pub mod error;
-pub mod http;
-pub mod imds;
-pub mod install;
-pub mod lifecycle;
+pub mod identity;
 pub mod logging;
 pub mod output;
-pub mod proxy;
 pub mod retry;
 pub mod signals;
 pub mod state;
-pub mod token;
-pub mod userdata;
 
 pub use commands::run;
 pub use error::Error;

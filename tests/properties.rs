@@ -7,17 +7,17 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use arc_enroll::agent::{parse_config_value, parse_version, Show};
+use arc_enroll::azure::proxy::{
+    no_proxy_match, parse_etc_environment, split_url, ProxyConfig, ProxyUrl, Route,
+};
 use arc_enroll::cli::{Opts, Sources};
 use arc_enroll::config::{
     parse_resource_id, parse_tags, render_resource_name, resolve, validate_guid, Identity,
     MachineFacts, Sourced,
 };
-use arc_enroll::imds::classify_token_reply;
-use arc_enroll::proxy::{
-    no_proxy_match, parse_etc_environment, split_url, ProxyConfig, ProxyUrl, Route,
-};
+use arc_enroll::identity::imds::classify_token_reply;
+use arc_enroll::identity::token::{decode_claims_str, refusal};
 use arc_enroll::retry::{parse_duration, parse_retry_after, Attempt};
-use arc_enroll::token::{decode_claims_str, refusal};
 use base64::Engine;
 use proptest::prelude::*;
 

@@ -10,11 +10,11 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
+use crate::azure::http::{Failure, Http};
 use crate::config::{Identity, Settings};
 use crate::error::Error;
-use crate::http::{Failure, Http};
+use crate::identity::token::{self, AccessToken, Claims, IdentityKind};
 use crate::retry::{human, retry, Attempt, Backoff, Deadline};
-use crate::token::{self, AccessToken, Claims, IdentityKind};
 
 pub const TOKEN_PATH: &str = "/metadata/identity/oauth2/token";
 pub const INSTANCE_PATH: &str = "/metadata/instance/compute";

@@ -1,21 +1,25 @@
 //! Dispatch: resolve settings (no network), start the one deadline, run the command, print the
 //! result line. The small commands (`token`, `proxy`) live here; the others in their modules.
 
+pub mod check;
+pub mod lifecycle;
+pub mod userdata;
+
 use serde_json::json;
 
+use crate::azure::proxy::Route;
 use crate::cli::{Cli, Command};
 use crate::config::{self, Settings};
 use crate::error::Error;
+use crate::identity::token::Claims;
 use crate::output::print_result;
-use crate::proxy::Route;
 use crate::retry::{human, Clock, Deadline};
-use crate::token::Claims;
 
 pub fn run(cli: Cli) -> Result<u8, Error> {
     let env = config::process_env();
     // Bad input fails here, before any network call.
     let settings = config::resolve(&cli.opts, &cli.sources, &env)?;
-    crate::agent_settings::validate(&settings)?;
+    crate::agent::settings::validate(&settings)?;
     let clock = Clock::from_env()?;
     let deadline = Deadline::new(clock, settings.timeout.value);
     let command = cli.command.clone().unwrap_or(Command::Connect);
@@ -23,17 +27,19 @@ pub fn run(cli: Cli) -> Result<u8, Error> {
         Command::Connect => connect(&settings, &deadline),
         Command::Token => token(&settings, &deadline),
         Command::Proxy { url } => proxy(&settings, &url),
-        Command::Check => crate::check::run(&settings, &deadline),
-        Command::Status => crate::lifecycle::status(&settings, &deadline),
+        Command::Check => crate::commands::check::run(&settings, &deadline),
+        Command::Status => crate::commands::lifecycle::status(&settings, &deadline),
         Command::Disconnect { local_only } => {
-            crate::lifecycle::disconnect(&settings, &deadline, local_only)
+            crate::commands::lifecycle::disconnect(&settings, &deadline, local_only)
         }
-        Command::Generalize => crate::lifecycle::generalize(&settings, &deadline),
+        Command::Generalize => crate::commands::lifecycle::generalize(&settings, &deadline),
         Command::UserData {
             binary_url,
             binary_sha256,
             base64,
-        } => crate::userdata::run(&cli.opts, &settings, binary_url, binary_sha256, base64),
+        } => {
+            crate::commands::userdata::run(&cli.opts, &settings, binary_url, binary_sha256, base64)
+        }
     }
 }
 
@@ -73,7 +79,7 @@ fn token(settings: &Settings, deadline: &Deadline) -> Result<u8, Error> {
     drop(token);
     let (facts, _) = crate::enroll::machine_facts(settings);
     let derived = crate::enroll::derive(settings, &claims, || {
-        crate::imds::instance_metadata(&http, &settings.imds_endpoint.value, deadline)
+        crate::identity::imds::instance_metadata(&http, &settings.imds_endpoint.value, deadline)
     });
     let name = config::render_resource_name(&settings.resource_name, &facts);
     let now = deadline.clock.unix_now();
@@ -85,7 +91,7 @@ fn token(settings: &Settings, deadline: &Deadline) -> Result<u8, Error> {
     let obj = json!({
         "claims": claims_json(&claims),
         "expires_in_seconds": expires_in,
-        "identity_kind": format!("{:?}", crate::token::identity_kind(&claims)),
+        "identity_kind": format!("{:?}", crate::identity::token::identity_kind(&claims)),
         "settings": {
             "subscription_id": row(&derived.subscription_id),
             "resource_group": row(&derived.resource_group),
@@ -161,7 +167,7 @@ fn claims_json(c: &Claims) -> serde_json::Value {
 
 /// `proxy URL`: how a URL would be reached and which rule decided.
 fn proxy(settings: &Settings, url: &str) -> Result<u8, Error> {
-    let Some((_, host, _)) = crate::proxy::split_url(url) else {
+    let Some((_, host, _)) = crate::azure::proxy::split_url(url) else {
         return Err(Error::invalid(
             "URL",
             url,
@@ -169,7 +175,8 @@ fn proxy(settings: &Settings, url: &str) -> Result<u8, Error> {
             "must be an absolute http:// or https:// URL",
         ));
     };
-    let imds_host = crate::proxy::split_url(&settings.imds_endpoint.value).map(|(_, h, _)| h);
+    let imds_host =
+        crate::azure::proxy::split_url(&settings.imds_endpoint.value).map(|(_, h, _)| h);
     let (route, rule) = if Some(&host) == imds_host.as_ref() || host == "169.254.169.254" {
         (
             "direct".to_string(),

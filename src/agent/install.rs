@@ -8,11 +8,11 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use crate::agent::{self, Agent};
-use crate::arm::describe_failure;
+use crate::azure::arm::describe_failure;
+use crate::azure::http::Http;
+use crate::azure::proxy::Route;
 use crate::config::Settings;
 use crate::error::Error;
-use crate::http::Http;
-use crate::proxy::Route;
 use crate::retry::Deadline;
 
 /// The script is ~30 KiB; anything near this is not the installer.

@@ -915,7 +915,7 @@ mod tests {
 
     #[test]
     fn the_lockdown_example_validates() {
-        let text = include_str!("../examples/config-lockdown.json");
+        let text = include_str!("../../examples/config-lockdown.json");
         let file: Value =
             serde_json::from_str(text).expect("examples/config-lockdown.json is JSON");
         let w = ok(file["agent"].clone());

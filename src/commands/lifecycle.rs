@@ -99,7 +99,7 @@ pub fn status(settings: &Settings, deadline: &Deadline) -> Result<u8, Error> {
         "state": state_json,
         "agent": agent_json,
         "clone": verdict,
-        "agent_settings": crate::agent_settings::status_json(agent.as_ref(), settings, deadline),
+        "agent_settings": crate::agent::settings::status_json(agent.as_ref(), settings, deadline),
     });
     if crate::output::json() {
         print_result("", obj);
@@ -144,7 +144,7 @@ pub fn status(settings: &Settings, deadline: &Deadline) -> Result<u8, Error> {
         _ => "unknown".into(),
     };
     t.push_str(&format!("clone:    {vtext}\n"));
-    crate::agent_settings::status_text(&obj["agent_settings"], &mut t);
+    crate::agent::settings::status_text(&obj["agent_settings"], &mut t);
     crate::output::stdout(&t);
     Ok(0)
 }
@@ -173,8 +173,8 @@ pub fn disconnect(settings: &Settings, deadline: &Deadline, local_only: bool) ->
             "disconnecting with a fresh managed-identity token; the Azure resource {} will be deleted",
             resource.as_deref().unwrap_or("(none known)")
         );
-        let http = crate::http::Http::new(settings.proxy.clone());
-        let (token, _claims) = crate::imds::fetch_token(&http, settings, deadline)?;
+        let http = crate::azure::http::Http::new(settings.proxy.clone());
+        let (token, _claims) = crate::identity::imds::fetch_token(&http, settings, deadline)?;
         let mode = if settings.token_on_command_line.value {
             TokenMode::CommandLine
         } else {

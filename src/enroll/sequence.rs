@@ -5,14 +5,14 @@ use std::cell::{Cell, RefCell};
 use std::time::Duration;
 
 use crate::agent::{self, Agent, AgentClass, Outcome, Show, Target, TokenMode};
+use crate::azure::http::Http;
+use crate::azure::proxy::Route;
 use crate::config::{parse_resource_id, render_resource_name, MachineFacts, Settings, Sourced};
 use crate::error::Error;
-use crate::http::Http;
-use crate::imds;
-use crate::proxy::Route;
+use crate::identity::imds;
+use crate::identity::token::{AccessToken, Claims};
 use crate::retry::{human, retry, Attempt, Backoff, Deadline};
 use crate::state::{self, CloneVerdict, Fingerprint, Loaded, State};
-use crate::token::{AccessToken, Claims};
 
 /// Between agent attempts: role assignments take minutes to propagate (FACTS §1.5, §8), so the
 /// agent is retried more slowly than IMDS: 5 s doubling to 60 s, jittered.
@@ -109,10 +109,10 @@ pub fn connect(settings: &Settings, deadline: &Deadline) -> Result<Enrolled, Err
             // Drift repair: the agent's local settings are reapplied without reconnecting.
             let mut action = "already enrolled as this machine; nothing to do";
             if let Some(a) = agent.as_ref().filter(|_| settings.agent.is_some()) {
-                if crate::agent_settings::reconcile(a, settings, deadline)? > 0 {
+                if crate::agent::settings::reconcile(a, settings, deadline)? > 0 {
                     action = "already enrolled as this machine; agent settings repaired";
                 }
-                crate::agent_settings::verify(a, settings, deadline)?;
+                crate::agent::settings::verify(a, settings, deadline)?;
             }
             return Ok(Enrolled {
                 state: *state,
@@ -166,9 +166,9 @@ pub fn connect(settings: &Settings, deadline: &Deadline) -> Result<Enrolled, Err
                         t.resource_name, t.subscription_id, t.resource_group, t.location, t.tenant_id
                     );
                     // Azure side first (issue 5): wait for roles/providers, refuse a taken name.
-                    if let Some((fresh, _)) =
-                        crate::check::before_connect(settings, &http, deadline, &t, &facts, &token)?
-                    {
+                    if let Some((fresh, _)) = crate::commands::check::before_connect(
+                        settings, &http, deadline, &t, &facts, &token,
+                    )? {
                         token = fresh;
                     }
                     *target.borrow_mut() = Some(t);
@@ -176,12 +176,14 @@ pub fn connect(settings: &Settings, deadline: &Deadline) -> Result<Enrolled, Err
                 let t = target.borrow().clone().expect("set above");
                 let t = &t;
                 if agent.is_none() {
-                    agent = Some(crate::check::install_agent(settings, &http, deadline)?);
+                    agent = Some(crate::commands::check::install_agent(
+                        settings, &http, deadline,
+                    )?);
                 }
                 let a = agent.as_ref().expect("set above");
                 if !prepared {
                     reconcile_proxy_url(a, settings, deadline)?;
-                    crate::agent_settings::apply(a, settings, deadline)?;
+                    crate::agent::settings::apply(a, settings, deadline)?;
                     prepared = true;
                 }
                 log::info!(
@@ -307,7 +309,7 @@ pub fn connect(settings: &Settings, deadline: &Deadline) -> Result<Enrolled, Err
     );
     // The enrollment stands (state is recorded); settings that did not hold are exit 5, and a
     // re-run repairs them without reconnecting.
-    crate::agent_settings::verify(&agent, settings, deadline)?;
+    crate::agent::settings::verify(&agent, settings, deadline)?;
     Ok(Enrolled {
         state,
         action: if out.code == Some(67) {

@@ -61,7 +61,7 @@ fn fetch_spec(url: Option<String>, sha: Option<String>) -> Result<Option<Fetch>,
         )),
         (Some(url), Some(sha)) => {
             let url = url.trim().to_string();
-            if crate::proxy::split_url(&url).is_none() || url.contains(['\n', '\r', ' ']) {
+            if crate::azure::proxy::split_url(&url).is_none() || url.contains(['\n', '\r', ' ']) {
                 return Err(Error::invalid(
                     "binary_url",
                     &url,

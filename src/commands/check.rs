@@ -12,14 +12,14 @@ use serde::Serialize;
 use serde_json::json;
 
 use crate::agent::{self, Agent, Target};
-use crate::arm::{self, Arm, Read};
+use crate::azure::arm::{self, Arm, Read};
+use crate::azure::http::{Failure, Http};
+use crate::azure::proxy::Route;
 use crate::config::{render_resource_name, MachineFacts, Settings};
 use crate::error::Error;
-use crate::http::{Failure, Http};
-use crate::imds;
-use crate::proxy::Route;
+use crate::identity::imds;
+use crate::identity::token::{AccessToken, Claims};
 use crate::retry::{human, retry, Attempt, Backoff, Deadline};
-use crate::token::{AccessToken, Claims};
 
 /// Replaces the endpoints `check` probes (comma-separated URLs).
 pub const CHECK_ENDPOINTS_ENV: &str = "ARC_ENROLL_CHECK_ENDPOINTS";
@@ -43,7 +43,7 @@ pub fn install_agent(
     http: &Http,
     deadline: &Deadline,
 ) -> Result<Agent, Error> {
-    crate::install::install_agent(settings, http, deadline)
+    crate::agent::install::install_agent(settings, http, deadline)
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
@@ -328,7 +328,7 @@ fn probe(http: &Http, settings: &Settings, url: &str, timeout: Duration) -> Find
             format!("reachable {how}: HTTP {}", r.status),
         ),
         Err(f) => {
-            let host = crate::proxy::split_url(url)
+            let host = crate::azure::proxy::split_url(url)
                 .map(|(_, h, _)| h)
                 .unwrap_or_else(|| url.to_string());
             let advice = match (&f, &proxy) {
@@ -695,7 +695,7 @@ pub fn before_connect(
                     .borrow()
                     .as_ref()
                     .map(|(_, c)| c.clone())
-                    .or_else(|| crate::token::decode_claims(token).ok())
+                    .or_else(|| crate::identity::token::decode_claims(token).ok())
                     .unwrap_or_default();
                 Error::NotAuthorized {
                     detail: format!(

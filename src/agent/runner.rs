@@ -17,11 +17,11 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
+use crate::azure::proxy::{agent_no_proxy, ProxyConfig, Route};
 use crate::error::Error;
-use crate::proxy::{agent_no_proxy, ProxyConfig, Route};
+use crate::identity::token::AccessToken;
 use crate::retry::{human, Deadline};
 use crate::signals;
-use crate::token::AccessToken;
 
 pub const DEFAULT_AGENT_PATH: &str = "/opt/azcmagent/bin/azcmagent";
 /// One `azcmagent connect`: "This might take a few minutes" (FACTS §1.6).

@@ -10,7 +10,7 @@ use std::time::Duration;
 use ureq::tls::{Certificate, PemItem, RootCerts, TlsConfig};
 use ureq::Agent;
 
-use crate::proxy::{ProxyConfig, ProxyUrl, Route};
+use crate::azure::proxy::{ProxyConfig, ProxyUrl, Route};
 
 /// Responses larger than this are cut off (IMDS and ARM answers are a few KiB).
 const MAX_BODY_BYTES: u64 = 4 << 20;

@@ -1,0 +1,5 @@
+//! `connect`: the enrollment sequence.
+
+pub mod sequence;
+
+pub use sequence::*;
