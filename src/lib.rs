@@ -17,6 +17,7 @@ pub mod azure;
 pub mod cli;
 pub mod commands;
 pub mod config;
+pub mod duration;
 pub mod enroll;
 pub mod error;
 pub mod identity;

@@ -18,9 +18,10 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 
 use crate::azure::proxy::{agent_no_proxy, ProxyConfig, Route};
+use crate::duration::human;
 use crate::error::Error;
 use crate::identity::token::AccessToken;
-use crate::retry::{human, Deadline};
+use crate::retry::Deadline;
 use crate::signals;
 
 pub const DEFAULT_AGENT_PATH: &str = "/opt/azcmagent/bin/azcmagent";
@@ -93,6 +94,17 @@ impl Target {
 pub enum TokenMode {
     ConfigFile,
     CommandLine,
+}
+
+impl TokenMode {
+    /// `--token-on-command-line` for agents without `--config`, else the 0600 config file.
+    pub fn from_settings(settings: &crate::config::Settings) -> TokenMode {
+        if settings.token_on_command_line.value {
+            TokenMode::CommandLine
+        } else {
+            TokenMode::ConfigFile
+        }
+    }
 }
 
 /// `azcmagent connect` arguments (flag names exactly as FACTS §1.2), without the token.

@@ -10,10 +10,11 @@ use serde_json::json;
 use crate::azure::proxy::Route;
 use crate::cli::{Cli, Command};
 use crate::config::{self, Settings};
+use crate::duration::human;
 use crate::error::Error;
 use crate::identity::token::Claims;
 use crate::output::print_result;
-use crate::retry::{human, Clock, Deadline};
+use crate::retry::{Clock, Deadline};
 
 pub fn run(cli: Cli) -> Result<u8, Error> {
     let env = config::process_env();
@@ -77,7 +78,7 @@ fn token(settings: &Settings, deadline: &Deadline) -> Result<u8, Error> {
     settings.log_sources();
     let (token, claims, http) = crate::enroll::token_and_claims(settings, deadline)?;
     drop(token);
-    let (facts, _) = crate::enroll::machine_facts(settings);
+    let (facts, _) = crate::state::machine_facts(&settings.sysroot.value);
     let derived = crate::enroll::derive(settings, &claims, || {
         crate::identity::imds::instance_metadata(&http, &settings.imds_endpoint.value, deadline)
     });

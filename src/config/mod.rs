@@ -14,8 +14,8 @@ use serde::Deserialize;
 
 use crate::azure::proxy::{ProxyConfig, ProxyUrl};
 use crate::cli::{Opts, Sources};
+use crate::duration::parse_duration;
 use crate::error::Error;
-use crate::retry::parse_duration;
 
 pub const DEFAULT_CONFIG_FILE: &str = "/etc/arc-enroll/config.json";
 pub const DEFAULT_STATE_DIR: &str = "/var/lib/arc-enroll";
@@ -188,6 +188,20 @@ impl ClonePolicy {
     }
 }
 
+/// Where the token comes from (`identity::source`). Only IMDS today; the federated sources of
+/// issue 15 add a variant here and one arm in `identity::source`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TokenSourceKind {
+    Imds,
+}
+
+/// How the machine is enrolled (`enroll::paths::select`). Only "the agent connects with the
+/// token" today; pre-created machines and Private Relay (issue 14) add variants here.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum EnrollPathKind {
+    AgentToken,
+}
+
 /// Everything a command needs, resolved and validated.
 #[derive(Clone, Debug)]
 pub struct Settings {
@@ -210,6 +224,8 @@ pub struct Settings {
     pub install_agent: Sourced<bool>,
     pub timeout: Sourced<Duration>,
     pub token_on_command_line: Sourced<bool>,
+    pub token_source: Sourced<TokenSourceKind>,
+    pub enroll_path: Sourced<EnrollPathKind>,
     pub config_file: Option<PathBuf>,
     pub imds_endpoint: Sourced<String>,
     pub arm_endpoint: Sourced<String>,
@@ -567,6 +583,8 @@ impl<'a> Resolver<'a> {
             install_agent,
             timeout,
             token_on_command_line,
+            token_source: Sourced::new(TokenSourceKind::Imds, "default"),
+            enroll_path: Sourced::new(EnrollPathKind::AgentToken, "default"),
             config_file: self.file_path.clone(),
             imds_endpoint,
             arm_endpoint,
@@ -1113,7 +1131,7 @@ impl Settings {
         }
         log::info!(
             "setting timeout = {} (from {}); clone_policy = {} (from {}); state_dir = {} (from {})",
-            crate::retry::human(self.timeout.value),
+            crate::duration::human(self.timeout.value),
             self.timeout.source,
             self.clone_policy.value.name(),
             self.clone_policy.source,

@@ -21,8 +21,10 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+use crate::config::MachineFacts;
+use crate::duration::human;
 use crate::error::Error;
-use crate::retry::{human, Deadline};
+use crate::retry::Deadline;
 
 pub const STATE_FILE: &str = "state.json";
 pub const LOCK_FILE: &str = "lock";
@@ -66,6 +68,18 @@ pub fn read_fingerprint(sysroot: &Path) -> Fingerprint {
         machine_id: read("etc/machine-id"),
         vm_uuid: None,
     }
+}
+
+/// The machine's identity facts under `sysroot` (for resource-name templates) with its
+/// fingerprint (for the clone verdict): both come from the same files.
+pub fn machine_facts(sysroot: &Path) -> (MachineFacts, Fingerprint) {
+    let fp = read_fingerprint(sysroot);
+    let facts = MachineFacts {
+        hostname: crate::config::read_hostname(sysroot),
+        product_uuid: fp.product_uuid.clone(),
+        machine_id: fp.machine_id.clone(),
+    };
+    (facts, fp)
 }
 
 /// Trimmed and lower-cased; `None` when nothing is left.
