@@ -24,6 +24,7 @@ pub mod identity;
 pub mod logging;
 pub mod output;
 pub mod retry;
+pub mod secret;
 pub mod signals;
 pub mod state;
 

@@ -12,8 +12,8 @@ use serde::Deserialize;
 
 use crate::azure::http::{Failure, Http};
 use crate::error::Error;
-use crate::identity::token::AccessToken;
 use crate::retry::{retry, Attempt, Backoff, Deadline, BACKOFF_BASE, BACKOFF_CAP};
+use crate::secret::AccessToken;
 
 /// ARM reads answer in well under a second; a proxy may add a few.
 pub const ARM_REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
