@@ -1,12 +1,18 @@
-//! The Azure Connected Machine agent: running `azcmagent` and classifying its answers (`runner`),
-//! its declarative local settings (`settings`), and installing it (`install`).
+//! The Azure Connected Machine agent: what we ask it (`args`), running it (`runner`), what its
+//! exit codes mean (`exit_codes`), what it reports (`show`), its declarative local settings
+//! (`settings`), and installing it (`install`).
 
+pub mod args;
+pub mod exit_codes;
 pub mod install;
 pub mod runner;
 pub mod settings;
+pub mod show;
 
+pub use args::{connect_args, tags_arg, Target, TokenMode};
+pub use exit_codes::{azcm, classify, AgentClass, Outcome};
 pub use runner::{
-    azcm, classify, connect_args, is_executable, locate, parse_config_value, parse_version,
-    tags_arg, Agent, AgentClass, Outcome, Show, Target, TokenFile, TokenMode,
-    AGENT_ATTEMPT_TIMEOUT, AGENT_QUICK_TIMEOUT, DEFAULT_AGENT_PATH,
+    is_executable, locate, Agent, TokenFile, AGENT_ATTEMPT_TIMEOUT, AGENT_QUICK_TIMEOUT,
+    DEFAULT_AGENT_PATH,
 };
+pub use show::{parse_config_value, parse_version, Show};
