@@ -1,10 +1,11 @@
 //! The Azure Connected Machine agent: what we ask it (`args`), running it (`runner`), what its
 //! exit codes mean (`exit_codes`), what it reports (`show`), its declarative local settings
-//! (`settings`), and installing it (`install`).
+//! (`settings`) and applying them (`reconcile`), and installing it (`install`).
 
 pub mod args;
 pub mod exit_codes;
 pub mod install;
+pub mod reconcile;
 pub mod runner;
 pub mod settings;
 pub mod show;

@@ -203,10 +203,10 @@ fn agent_status(run: &Run) -> Result<Option<Show>, Error> {
 fn repair_settings(run: &Run, state: State) -> Result<Enrolled, Error> {
     let mut action = "already enrolled as this machine; nothing to do";
     if let Some(a) = run.agent.as_ref().filter(|_| run.settings.agent.is_some()) {
-        if agent::settings::reconcile(a, run.settings, run.deadline)? > 0 {
+        if agent::reconcile::reconcile(a, run.settings, run.deadline)? > 0 {
             action = "already enrolled as this machine; agent settings repaired";
         }
-        agent::settings::verify(a, run.settings, run.deadline)?;
+        agent::reconcile::verify(a, run.settings, run.deadline)?;
     }
     Ok(Enrolled { state, action })
 }
@@ -321,7 +321,7 @@ fn prepare_agent(run: &mut Run) -> Result<(), Error> {
     let a = run.agent.as_ref().expect("set above");
     if !run.prepared {
         reconcile_proxy_url(a, run.settings, run.deadline)?;
-        agent::settings::apply(a, run.settings, run.deadline)?;
+        agent::reconcile::apply(a, run.settings, run.deadline)?;
         run.prepared = true;
     }
     Ok(())
@@ -381,7 +381,7 @@ fn record(run: &Run, out: &Outcome) -> Result<Enrolled, Error> {
 /// re-run repairs them without reconnecting.
 fn verify(run: &Run) -> Result<(), Error> {
     match &run.agent {
-        Some(a) => agent::settings::verify(a, run.settings, run.deadline),
+        Some(a) => agent::reconcile::verify(a, run.settings, run.deadline),
         None => Ok(()),
     }
 }
