@@ -17,7 +17,6 @@ pub mod azure;
 pub mod cli;
 pub mod commands;
 pub mod config;
-pub mod duration;
 pub mod enroll;
 pub mod error;
 pub mod identity;
@@ -27,6 +26,7 @@ pub mod retry;
 pub mod secret;
 pub mod signals;
 pub mod state;
+pub mod timefmt;
 
 pub use commands::run;
 pub use error::Error;

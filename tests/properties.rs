@@ -15,10 +15,10 @@ use arc_enroll::config::{
     parse_resource_id, parse_tags, render_resource_name, resolve, validate_guid, Identity,
     MachineFacts, Sourced,
 };
-use arc_enroll::duration::parse_duration;
 use arc_enroll::identity::imds::classify_token_reply;
 use arc_enroll::identity::token::{decode_claims_str, refusal};
 use arc_enroll::retry::{parse_retry_after, Attempt};
+use arc_enroll::timefmt::parse_duration;
 use base64::Engine;
 use proptest::prelude::*;
 

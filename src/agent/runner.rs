@@ -19,11 +19,11 @@ use serde_json::Value;
 
 use super::{connect_args, parse_config_value, parse_version, Outcome, Show, Target, TokenMode};
 use crate::azure::proxy::{agent_no_proxy, ProxyConfig, Route};
-use crate::duration::human;
 use crate::error::Error;
 use crate::identity::token::AccessToken;
 use crate::retry::Deadline;
 use crate::signals;
+use crate::timefmt::human;
 
 pub const DEFAULT_AGENT_PATH: &str = "/opt/azcmagent/bin/azcmagent";
 /// One `azcmagent connect`: "This might take a few minutes" (FACTS §1.6).

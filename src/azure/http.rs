@@ -7,7 +7,9 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
-use ureq::tls::{Certificate, PemItem, RootCerts, TlsConfig};
+use rustls_pki_types::pem::PemObject;
+use rustls_pki_types::CertificateDer;
+use ureq::tls::{Certificate, RootCerts, TlsConfig};
 use ureq::Agent;
 
 use crate::azure::proxy::{ProxyConfig, ProxyUrl, Route};
@@ -325,12 +327,11 @@ fn load_tls() -> Result<TlsConfig, String> {
         .build())
 }
 
+/// The certificates in a PEM file (other sections and unreadable ones are skipped).
 fn read_pem(path: &std::path::Path, out: &mut Vec<Certificate<'static>>) -> std::io::Result<()> {
     let data = std::fs::read(path)?;
-    for item in ureq::tls::parse_pem(&data).flatten() {
-        if let PemItem::Certificate(c) = item {
-            out.push(c);
-        }
+    for der in CertificateDer::pem_slice_iter(&data).flatten() {
+        out.push(Certificate::from_der(&der).to_owned());
     }
     Ok(())
 }

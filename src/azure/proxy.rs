@@ -17,6 +17,8 @@ use std::collections::BTreeMap;
 use std::fmt;
 use std::net::{IpAddr, Ipv6Addr};
 
+use percent_encoding::{percent_decode_str, utf8_percent_encode, AsciiSet, NON_ALPHANUMERIC};
+
 /// Default proxy ports when the proxy URL has none (CURLOPT_PROXYPORT(3): "443 for https
 /// proxies and 1080 for all others").
 pub const DEFAULT_HTTP_PROXY_PORT: u16 = 1080;
@@ -564,42 +566,33 @@ fn bracket_host(host: &str) -> String {
     }
 }
 
-/// Percent-encode everything except RFC 3986 unreserved characters.
+/// Everything but RFC 3986 unreserved characters is escaped in a proxy URL's user and password.
+const USERINFO_ESCAPED: &AsciiSet = &NON_ALPHANUMERIC
+    .remove(b'-')
+    .remove(b'.')
+    .remove(b'_')
+    .remove(b'~');
+
 fn percent_encode(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    for b in s.bytes() {
-        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~') {
-            out.push(b as char);
-        } else {
-            out.push_str(&format!("%{b:02X}"));
-        }
-    }
-    out
+    utf8_percent_encode(s, USERINFO_ESCAPED).to_string()
 }
 
-/// Decode `%XX` escapes. The error describes the problem without quoting the input.
+/// Decode `%XX` escapes. A `%` without two hex digits is refused (as curl does; the crate would
+/// keep it as it is). The error describes the problem without quoting the input.
 fn percent_decode(s: &str) -> Result<String, &'static str> {
-    let bytes = s.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        if bytes[i] == b'%' {
-            let hex = bytes.get(i + 1..i + 3).ok_or("an incomplete %-escape")?;
-            let (Some(hi), Some(lo)) = (hex_val(hex[0]), hex_val(hex[1])) else {
-                return Err("an invalid %-escape");
-            };
-            out.push(hi << 4 | lo);
-            i += 3;
-        } else {
-            out.push(bytes[i]);
-            i += 1;
+    for (i, _) in s.match_indices('%') {
+        let hex = s
+            .as_bytes()
+            .get(i + 1..i + 3)
+            .ok_or("an incomplete %-escape")?;
+        if !hex.iter().all(u8::is_ascii_hexdigit) {
+            return Err("an invalid %-escape");
         }
     }
-    String::from_utf8(out).map_err(|_| "%-escapes that do not decode to UTF-8")
-}
-
-fn hex_val(b: u8) -> Option<u8> {
-    (b as char).to_digit(16).map(|d| d as u8)
+    percent_decode_str(s)
+        .decode_utf8()
+        .map(|decoded| decoded.into_owned())
+        .map_err(|_| "%-escapes that do not decode to UTF-8")
 }
 
 #[cfg(test)]

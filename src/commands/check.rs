@@ -15,12 +15,12 @@ use crate::azure::arm::{self, Arm, Read};
 use crate::azure::http::{Failure, Http};
 use crate::azure::proxy::Route;
 use crate::config::{render_resource_name, Settings};
-use crate::duration::human;
 use crate::enroll::azure_checks::{conflict, role_advice, scope, Ownership};
 use crate::error::Error;
 use crate::identity::imds;
 use crate::identity::token::{AccessToken, Claims};
 use crate::retry::Deadline;
+use crate::timefmt::human;
 
 /// Replaces the endpoints `check` probes (comma-separated URLs).
 pub const CHECK_ENDPOINTS_ENV: &str = "ARC_ENROLL_CHECK_ENDPOINTS";
@@ -170,7 +170,7 @@ fn describe_claims(c: &Claims, deadline: &Deadline) -> String {
     let exp = match c.exp {
         Some(e) => format!(
             "{} (in {})",
-            crate::state::rfc3339(e),
+            crate::timefmt::rfc3339(e),
             human(Duration::from_secs(
                 e.saturating_sub(deadline.clock.unix_now())
             ))

@@ -10,11 +10,11 @@ use serde_json::json;
 use crate::azure::proxy::Route;
 use crate::cli::{Cli, Command};
 use crate::config::{self, Settings};
-use crate::duration::human;
 use crate::error::Error;
 use crate::identity::token::Claims;
 use crate::output::print_result;
 use crate::retry::{Clock, Deadline};
+use crate::timefmt::human;
 
 pub fn run(cli: Cli) -> Result<u8, Error> {
     let env = config::process_env();
@@ -156,7 +156,7 @@ fn claim_rows(c: &Claims) -> Vec<(&'static str, String)> {
         (
             "exp",
             c.exp
-                .map(|e| format!("{e} ({})", crate::state::rfc3339(e)))
+                .map(|e| format!("{e} ({})", crate::timefmt::rfc3339(e)))
                 .unwrap_or_else(|| "-".into()),
         ),
     ]

@@ -298,7 +298,7 @@ impl Settings {
         }
         log::info!(
             "setting timeout = {} (from {}); clone_policy = {} (from {}); state_dir = {} (from {})",
-            crate::duration::human(self.timeout.value),
+            crate::timefmt::human(self.timeout.value),
             self.timeout.source,
             self.clone_policy.value.name(),
             self.clone_policy.source,

@@ -10,8 +10,8 @@ use super::validate::*;
 use super::*;
 use crate::azure::proxy::{ProxyConfig, ProxyUrl};
 use crate::cli::{Opts, Sources};
-use crate::duration::parse_duration;
 use crate::error::Error;
+use crate::timefmt::parse_duration;
 
 /// The process environment as a map, so resolution is a pure function in tests.
 pub type Env = BTreeMap<String, String>;

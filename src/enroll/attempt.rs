@@ -3,9 +3,9 @@
 
 use crate::agent::{AgentClass, Outcome, Target};
 use crate::config::Settings;
-use crate::duration::human;
 use crate::error::Error;
 use crate::retry::Deadline;
+use crate::timefmt::human;
 
 /// What follows one `azcmagent connect` attempt.
 #[derive(Debug)]

@@ -8,11 +8,11 @@ use crate::agent::Target;
 use crate::azure::arm::{self, Arm, Read};
 use crate::azure::http::Http;
 use crate::config::{MachineFacts, Settings};
-use crate::duration::human;
 use crate::error::Error;
 use crate::identity::token::{AccessToken, Claims};
 use crate::identity::TokenSource;
 use crate::retry::{retry_with, Attempt, Backoff, Deadline};
+use crate::timefmt::human;
 
 /// Between polls for a role assignment or provider registration: both take minutes (FACTS §8).
 pub const AZURE_POLL_BASE: Duration = Duration::from_secs(5);
@@ -182,7 +182,7 @@ impl Checks<'_> {
             reason: format!(
                 "not ready: {}; polling until {} at the latest",
                 waiting.join("; "),
-                crate::state::rfc3339(until)
+                crate::timefmt::rfc3339(until)
             ),
             retry_after: None,
         })

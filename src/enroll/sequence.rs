@@ -442,7 +442,7 @@ fn new_state(
         location: t.location.clone(),
         cloud: t.cloud.clone(),
         tags: t.tags.clone(),
-        enrolled_at: state::rfc3339(deadline.clock.unix_now()),
+        enrolled_at: crate::timefmt::rfc3339(deadline.clock.unix_now()),
         agent_version: version,
         identity: settings.identity.value.label(),
         fingerprint: Fingerprint {

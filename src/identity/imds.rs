@@ -12,10 +12,10 @@ use serde::Deserialize;
 
 use crate::azure::http::{Failure, Http};
 use crate::config::{Identity, Settings};
-use crate::duration::human;
 use crate::error::Error;
 use crate::identity::token::{self, AccessToken, Claims, IdentityKind};
 use crate::retry::{retry, Attempt, Backoff, Deadline};
+use crate::timefmt::human;
 
 pub const TOKEN_PATH: &str = "/metadata/identity/oauth2/token";
 pub const INSTANCE_PATH: &str = "/metadata/instance/compute";

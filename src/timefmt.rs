@@ -1,5 +1,6 @@
-//! Durations as text: settings (`15m`, `1h30m`) in, log lines (`13m52s`) out.
-//! Its own module so that `error` and `retry` both use it without importing each other.
+//! Time as text: duration settings (`15m`, `1h30m`) in, log lines (`13m52s`) and timestamps
+//! (`2026-11-23T16:19:27Z`) out. Its own module so that `error`, `retry` and `state` use it
+//! without importing each other.
 
 use std::time::Duration;
 
@@ -59,6 +60,16 @@ pub fn human(d: Duration) -> String {
     }
 }
 
+/// Unix seconds as RFC 3339 UTC, `2026-11-23T16:19:27Z` (jiff's `Timestamp`, already in the tree
+/// through env_logger).
+pub fn rfc3339(unix_secs: u64) -> String {
+    i64::try_from(unix_secs)
+        .ok()
+        .and_then(|s| jiff::Timestamp::from_second(s).ok())
+        .map(|t| t.to_string())
+        .unwrap_or_else(|| format!("{unix_secs} seconds after the Unix epoch"))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -86,5 +97,16 @@ mod tests {
         assert_eq!(human(Duration::from_millis(4200)), "4.2s");
         assert_eq!(human(Duration::from_secs(832)), "13m52s");
         assert_eq!(human(Duration::from_secs(3720)), "1h02m");
+    }
+
+    #[test]
+    fn rfc3339_known_values() {
+        assert_eq!(rfc3339(0), "1970-01-01T00:00:00Z");
+        assert_eq!(rfc3339(951_782_400), "2000-02-29T00:00:00Z");
+        assert_eq!(rfc3339(951_868_799), "2000-02-29T23:59:59Z");
+        assert_eq!(rfc3339(951_868_800), "2000-03-01T00:00:00Z");
+        assert_eq!(rfc3339(1_795_450_767), "2026-11-23T16:19:27Z");
+        assert_eq!(rfc3339(1_767_225_599), "2025-12-31T23:59:59Z");
+        assert_eq!(rfc3339(4_107_542_400), "2100-03-01T00:00:00Z");
     }
 }
