@@ -10,7 +10,8 @@
 //! - `config`: resolved settings, precedence, validation; `cli`: clap definitions only
 //! - `error`: the one error type and its exit codes; `output`: the final result line;
 //!   `logging`; `retry`: deadline, clock, backoff; `signals`: SIGTERM/SIGINT;
-//!   `timefmt`: durations and timestamps as text; `secret`: the types that are never printed
+//!   `timefmt`: durations and timestamps as text; `secret`: the types that are never printed;
+//!   `fsafe`: file access that follows no link out of `--sysroot` and checks modes
 
 pub mod agent;
 pub mod azure;
@@ -19,6 +20,7 @@ pub mod commands;
 pub mod config;
 pub mod enroll;
 pub mod error;
+pub mod fsafe;
 pub mod identity;
 pub mod logging;
 pub mod output;

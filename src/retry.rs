@@ -302,6 +302,8 @@ pub fn retry_with<S, T>(
             }
             Attempt::Poll { reason, every } => (reason, None, backoff.poll(every)),
         };
+        // A stop signal that cut the attempt short is the answer, not a reason to retry.
+        stop_if_signalled()?;
         let remaining = deadline.remaining();
         if wait + backoff.min_attempt >= remaining {
             log::warn!(

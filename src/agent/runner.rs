@@ -7,7 +7,6 @@
 //! process table. The agent's output is passed into our log line by line (secrets scrubbed).
 
 use std::io::{BufRead, BufReader, Read};
-use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::os::unix::process::{CommandExt, ExitStatusExt};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -17,7 +16,9 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
-use super::{connect_args, parse_config_value, parse_version, Outcome, Show, Target, TokenMode};
+use super::{
+    connect_args, parse_config_value, parse_version, Outcome, Show, Target, TokenFile, TokenMode,
+};
 use crate::azure::proxy::{agent_no_proxy, ProxyConfig, Route};
 use crate::error::Error;
 use crate::identity::token::AccessToken;
@@ -341,18 +342,58 @@ impl Agent {
     /// Start the agent in its own process group (so a stop reaches whatever it starts), with
     /// our environment additions, no stdin and piped output.
     fn spawn<S: AsRef<std::ffi::OsStr>>(&self, args: &[S]) -> Result<std::process::Child, Error> {
-        Command::new(&self.path)
-            .args(args)
+        // It runs as root with the token: nobody but root (or us) may be able to swap it.
+        if let Err(why) = crate::fsafe::untrusted(&self.path) {
+            return Err(Error::Agent {
+                detail: format!(
+                    "refusing to run {}: another user could change it: {why}",
+                    self.path.display()
+                ),
+                advice: "make the agent and its directories owned by root and not group- or \
+                         world-writable (the package installs it so), or pass --azcmagent PATH"
+                    .into(),
+            });
+        }
+        let mut cmd = Command::new(&self.path);
+        cmd.args(args)
             .envs(self.env.iter().map(|(k, v)| (k, v)))
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
-            .process_group(0)
-            .spawn()
-            .map_err(|e| Error::Agent {
-                detail: format!("cannot start {}: {e}", self.path.display()),
-                advice: "check --azcmagent (or install the agent: --install-agent)".into(),
-            })
+            .process_group(0);
+        die_with_us(&mut cmd);
+        cmd.spawn().map_err(|e| Error::Agent {
+            detail: format!("cannot start {}: {e}", self.path.display()),
+            advice: "check --azcmagent (or install the agent: --install-agent)".into(),
+        })
+    }
+}
+
+extern "C" {
+    fn prctl(option: i32, arg2: usize, arg3: usize, arg4: usize, arg5: usize) -> i32;
+    fn getppid() -> i32;
+}
+const PR_SET_PDEATHSIG: i32 = 1;
+
+/// The agent gets SIGKILL from the kernel when we die, however we die (a SIGKILLed run used to
+/// leave it running with the token): PR_SET_PDEATHSIG, set in the child between fork and exec.
+/// The signal follows the thread that spawned the child, so agents are spawned (and waited for)
+/// on the main thread only. If we died before the child set it, the child exits at once.
+fn die_with_us(cmd: &mut Command) {
+    let parent = std::process::id() as i32;
+    // SAFETY: the closure runs between fork and exec and only makes async-signal-safe syscalls.
+    unsafe {
+        cmd.pre_exec(move || {
+            if prctl(PR_SET_PDEATHSIG, signals::SIGKILL as usize, 0, 0, 0) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            if getppid() != parent {
+                return Err(std::io::Error::other(
+                    "arc-enroll exited before the agent started",
+                ));
+            }
+            Ok(())
+        });
     }
 }
 
@@ -475,100 +516,4 @@ fn stop(child: &mut std::process::Child, pid: u32) {
     }
     signals::kill_group(pid, signals::SIGKILL);
     let _ = child.wait();
-}
-
-/// The token file for one agent run: 0600 in a fresh 0700 directory; both removed on drop.
-pub struct TokenFile {
-    dir: PathBuf,
-    path: PathBuf,
-}
-
-impl TokenFile {
-    pub fn write(token: &AccessToken) -> Result<TokenFile, Error> {
-        let base = ["/run", "/dev/shm"]
-            .iter()
-            .map(PathBuf::from)
-            .find(|p| writable_dir(p))
-            .unwrap_or_else(std::env::temp_dir);
-        let dir = base.join(format!("arc-enroll-{}-{}", std::process::id(), nonce()));
-        std::fs::DirBuilder::new()
-            .mode(0o700)
-            .create(&dir)
-            .map_err(|e| {
-                Error::io(
-                    "cannot create the private directory for the token file",
-                    &dir,
-                    e,
-                )
-            })?;
-        let path = dir.join("connect.json");
-        let file = TokenFile { dir, path };
-        let body = serde_json::json!({ "access-token": token.expose() }).to_string();
-        let mut f = std::fs::OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(0o600)
-            .open(&file.path)
-            .map_err(|e| Error::io("cannot create the token file", &file.path, e))?;
-        std::io::Write::write_all(&mut f, body.as_bytes())
-            .map_err(|e| Error::io("cannot write the token file", &file.path, e))?;
-        Ok(file)
-    }
-
-    pub fn path(&self) -> &Path {
-        &self.path
-    }
-}
-
-impl Drop for TokenFile {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_file(&self.path);
-        let _ = std::fs::remove_dir(&self.dir);
-    }
-}
-
-fn writable_dir(p: &Path) -> bool {
-    use std::os::unix::fs::MetadataExt;
-    std::fs::metadata(p)
-        .map(|m| m.is_dir() && (m.uid() == current_uid() || m.mode() & 0o002 != 0))
-        .unwrap_or(false)
-}
-
-fn current_uid() -> u32 {
-    use std::os::unix::fs::MetadataExt;
-    std::fs::metadata("/proc/self")
-        .map(|m| m.uid())
-        .unwrap_or(u32::MAX)
-}
-
-fn nonce() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_nanos() as u64)
-        .unwrap_or(0)
-        .wrapping_mul(0x9E37_79B9_7F4A_7C15)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn token_file_is_private_and_removed() {
-        use std::os::unix::fs::PermissionsExt;
-        let t = AccessToken::new("tok.en.value".into()).unwrap();
-        let f = TokenFile::write(&t).unwrap();
-        let p = f.path().to_path_buf();
-        let mode = std::fs::metadata(&p).unwrap().permissions().mode() & 0o777;
-        let dmode = std::fs::metadata(p.parent().unwrap())
-            .unwrap()
-            .permissions()
-            .mode()
-            & 0o777;
-        assert_eq!((mode, dmode), (0o600, 0o700));
-        let v: Value = serde_json::from_str(&std::fs::read_to_string(&p).unwrap()).unwrap();
-        assert_eq!(v["access-token"], "tok.en.value");
-        drop(f);
-        assert!(!p.exists() && !p.parent().unwrap().exists());
-    }
 }

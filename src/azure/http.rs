@@ -44,6 +44,8 @@ pub enum Failure {
     Tls(String),
     Proxy(String),
     Other(String),
+    /// SIGTERM/SIGINT arrived while waiting for the answer.
+    Interrupted(&'static str),
 }
 
 impl std::fmt::Display for Failure {
@@ -54,6 +56,7 @@ impl std::fmt::Display for Failure {
             Failure::Tls(m) => write!(f, "TLS failed ({m})"),
             Failure::Proxy(m) => write!(f, "proxy failed ({m})"),
             Failure::Other(m) => write!(f, "{m}"),
+            Failure::Interrupted(sig) => write!(f, "interrupted by {sig}"),
         }
     }
 }
@@ -101,7 +104,7 @@ impl Http {
             .config()
             .timeout_global(Some(timeout))
             .build();
-        finish(req.call())
+        interruptible(move || finish(req.call()))
     }
 
     /// A request to anything but IMDS, through the proxy `route` picks for this URL.
@@ -125,7 +128,8 @@ impl Http {
                 for (k, v) in headers {
                     req = req.header(*k, *v);
                 }
-                req.config().timeout_global(Some(timeout)).build().call()
+                let req = req.config().timeout_global(Some(timeout)).build();
+                interruptible(move || finish(req.call()))
             }
             Some(b) => {
                 let mut req = match method {
@@ -137,10 +141,12 @@ impl Http {
                 for (k, v) in headers {
                     req = req.header(*k, *v);
                 }
-                req.config().timeout_global(Some(timeout)).build().send(b)
+                let req = req.config().timeout_global(Some(timeout)).build();
+                let b = b.to_string();
+                interruptible(move || finish(req.send(b)))
             }
         };
-        finish(result)
+        result
     }
 
     /// Download to bytes (the agent installer), through the proxy.
@@ -151,21 +157,22 @@ impl Http {
         limit: u64,
     ) -> Result<(u16, Vec<u8>), Failure> {
         let agent = self.agent_for(url)?;
-        let mut resp = agent
+        let req = agent
             .get(url)
             .config()
             .timeout_global(Some(timeout))
-            .build()
-            .call()
-            .map_err(classify)?;
-        let status = resp.status().as_u16();
-        let bytes = resp
-            .body_mut()
-            .with_config()
-            .limit(limit)
-            .read_to_vec()
-            .map_err(classify)?;
-        Ok((status, bytes))
+            .build();
+        interruptible(move || {
+            let mut resp = req.call().map_err(classify)?;
+            let status = resp.status().as_u16();
+            let bytes = resp
+                .body_mut()
+                .with_config()
+                .limit(limit)
+                .read_to_vec()
+                .map_err(classify)?;
+            Ok((status, bytes))
+        })
     }
 
     fn agent_for(&self, url: &str) -> Result<Agent, Failure> {
@@ -201,6 +208,44 @@ impl Http {
 
     fn tls(&self) -> Result<TlsConfig, String> {
         self.tls.get_or_init(load_tls).clone()
+    }
+}
+
+/// How often a waiting request looks for SIGTERM/SIGINT.
+const SIGNAL_POLL: Duration = Duration::from_millis(25);
+
+/// Run a request on a worker thread and wait for its answer in slices, checking for SIGTERM/SIGINT
+/// between them: a stop signal ends the wait at once (`Failure::Interrupted`) however long the
+/// request's own time-out is. The abandoned request ends on that time-out (it is bounded by the
+/// deadline) or with the process, which exits right after.
+fn interruptible<T: Send + 'static>(
+    op: impl FnOnce() -> Result<T, Failure> + Send + 'static,
+) -> Result<T, Failure> {
+    use std::sync::mpsc::{channel, RecvTimeoutError};
+    if let Some(sig) = crate::signals::received() {
+        return Err(Failure::Interrupted(sig));
+    }
+    let (tx, rx) = channel();
+    std::thread::Builder::new()
+        .name("http".into())
+        .spawn(move || {
+            let _ = tx.send(op());
+        })
+        .map_err(|e| Failure::Other(format!("cannot start a thread for the request: {e}")))?;
+    loop {
+        match rx.recv_timeout(SIGNAL_POLL) {
+            Ok(r) => return r,
+            Err(RecvTimeoutError::Timeout) => {
+                if let Some(sig) = crate::signals::received() {
+                    return Err(Failure::Interrupted(sig));
+                }
+            }
+            Err(RecvTimeoutError::Disconnected) => {
+                return Err(Failure::Other(
+                    "the request ended without an answer (its thread stopped)".into(),
+                ))
+            }
+        }
     }
 }
 

@@ -219,28 +219,46 @@ pub fn generalize(settings: &Settings, deadline: &Deadline) -> Result<u8, Error>
             "generalizing the image mounted at {} (nothing inside it is run)",
             sysroot.display()
         );
-        for rel in AGENT_IDENTITY_FILES {
-            let p = sysroot.join(rel);
+        // Every path is resolved inside the image without following a link on the way (an
+        // image's `var/opt/azcmagent` or `etc` pointing at `/` would make us delete or empty this
+        // machine's files); a link as the last component is removed itself, never followed.
+        // All paths first: a refused one stops the run before anything is removed.
+        let agent_files = AGENT_IDENTITY_FILES
+            .iter()
+            .map(|rel| in_image(sysroot, Path::new(rel)))
+            .collect::<Result<Vec<_>, _>>()?;
+        let state_rel = rel_under(sysroot, &settings.state_dir.value);
+        // The state dir is a directory we list: it may not be a link either.
+        let state_dir = in_image(sysroot, &state_rel.join(state::STATE_FILE))?
+            .parent()
+            .map(Path::to_path_buf)
+            .unwrap_or_default();
+        let mid = in_image(sysroot, Path::new("etc/machine-id"))?;
+        for p in agent_files {
             if remove_path(&p)? {
                 removed.push(p.display().to_string());
             }
         }
-        let state_dir = under(sysroot, &settings.state_dir.value);
         for p in state_files(&state_dir) {
             if remove_path(&p)? {
                 removed.push(p.display().to_string());
             }
         }
-        let mid = sysroot.join("etc/machine-id");
-        if mid.exists()
-            && std::fs::metadata(&mid)
-                .map(|m| m.len() > 0)
-                .unwrap_or(false)
-        {
-            // An empty machine-id makes systemd create a new one on the clone's first boot
-            // (VM-NOTES: neither systemd nor cloud-init renews a copied one).
-            std::fs::write(&mid, "").map_err(|e| Error::io("cannot empty", &mid, e))?;
-            removed.push(format!("{} (emptied)", mid.display()));
+        match std::fs::symlink_metadata(&mid) {
+            Ok(m) if m.is_file() && m.len() > 0 => {
+                // An empty machine-id makes systemd create a new one on the clone's first boot
+                // (VM-NOTES: neither systemd nor cloud-init renews a copied one).
+                crate::fsafe::truncate_regular(&mid)
+                    .map_err(|e| Error::io("cannot empty", &mid, e))?;
+                removed.push(format!("{} (emptied)", mid.display()));
+            }
+            Ok(m) if !m.is_file() => log::warn!(
+                "{} is {}, not a regular file: left alone (it is not followed out of the image); \
+                 make it an empty regular file in the image so clones get their own machine-id",
+                mid.display(),
+                crate::fsafe::kind(&m)
+            ),
+            _ => {}
         }
     } else {
         let _lock = state::lock(&settings.state_dir.value, deadline)?;
@@ -307,12 +325,27 @@ fn state_files(dir: &Path) -> Vec<PathBuf> {
 }
 
 /// `dir` as seen inside `sysroot` (an absolute state dir is re-rooted).
+#[cfg(test)]
 fn under(sysroot: &Path, dir: &Path) -> PathBuf {
-    if dir.starts_with(sysroot) {
-        dir.to_path_buf()
-    } else {
-        sysroot.join(dir.strip_prefix("/").unwrap_or(dir))
+    sysroot.join(rel_under(sysroot, dir))
+}
+
+/// `dir` relative to `sysroot`: a path already below the sysroot is made relative to it, any other
+/// absolute path is taken as the image's own.
+fn rel_under(sysroot: &Path, dir: &Path) -> PathBuf {
+    match dir.strip_prefix(sysroot) {
+        Ok(rel) => rel.to_path_buf(),
+        Err(_) => dir.strip_prefix("/").unwrap_or(dir).to_path_buf(),
     }
+}
+
+/// `sysroot/rel` with no symbolic link followed on the way (`fsafe::inside`).
+fn in_image(sysroot: &Path, rel: &Path) -> Result<PathBuf, Error> {
+    crate::fsafe::inside(sysroot, rel).map_err(|e| Error::Io {
+        what: "refusing to generalize: a path inside the image leads outside it:".into(),
+        path: sysroot.join(rel),
+        error: e,
+    })
 }
 
 fn remove_path(p: &Path) -> Result<bool, Error> {

@@ -24,6 +24,10 @@ pub fn run(cli: Cli) -> Result<u8, Error> {
     let clock = Clock::from_env()?;
     let deadline = Deadline::new(clock, settings.timeout.value);
     let command = cli.command.clone().unwrap_or(Command::Connect);
+    if matches!(command, Command::Connect | Command::Disconnect { .. }) {
+        // Before this run may write a token file of its own.
+        crate::agent::remove_stale_token_dirs();
+    }
     match command {
         Command::Connect => connect(&settings, &deadline),
         Command::Token => token::run(&settings, &deadline),

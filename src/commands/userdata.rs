@@ -61,7 +61,10 @@ fn fetch_spec(url: Option<String>, sha: Option<String>) -> Result<Option<Fetch>,
         )),
         (Some(url), Some(sha)) => {
             let url = url.trim().to_string();
-            if crate::azure::proxy::split_url(&url).is_none() || url.contains(['\n', '\r', ' ']) {
+            if crate::azure::proxy::split_url(&url).is_none()
+                || url.contains(' ')
+                || url.chars().any(crate::config::is_control_or_separator)
+            {
                 return Err(Error::invalid(
                     "binary_url",
                     &url,
@@ -281,12 +284,30 @@ pub fn render(config: &Value, fetch: Option<&Fetch>) -> String {
          # identity on first boot. Log: /var/log/cloud-init-output.log. Re-run: sudo arc-enroll connect\n",
         crate::output::VERSION
     ));
+    // The config goes in as base64: whatever a setting holds, it cannot end the YAML scalar and
+    // add keys of its own (YAML 1.1 breaks lines at U+0085, U+2028 and U+2029 too, which JSON
+    // leaves unescaped). The comment names what it sets; decode it with `base64 -d`.
+    let keys: Vec<&str> = config
+        .as_object()
+        .map(|m| m.keys().map(String::as_str).collect())
+        .unwrap_or_default();
+    out.push_str(&format!(
+        "# /etc/arc-enroll/config.json (base64 of its JSON) sets: {}\n",
+        if keys.is_empty() {
+            "nothing (the VM derives every setting)".to_string()
+        } else {
+            keys.join(", ")
+        }
+    ));
     out.push_str("write_files:\n");
     out.push_str("  - path: /etc/arc-enroll/config.json\n");
     out.push_str("    owner: root:root\n");
     out.push_str("    permissions: '0600'\n");
-    out.push_str("    content: |\n");
-    out.push_str(&indent(&pretty, 6));
+    out.push_str("    encoding: b64\n");
+    out.push_str(&format!(
+        "    content: {}\n",
+        base64::engine::general_purpose::STANDARD.encode(format!("{pretty}\n"))
+    ));
     out.push_str("runcmd:\n");
     let bin = match fetch {
         Some(f) => {

@@ -5,7 +5,7 @@ use std::path::PathBuf;
 
 use serde::Deserialize;
 
-use super::DEFAULT_CONFIG_FILE;
+use super::{DEFAULT_CONFIG_FILE, MAX_CONFIG_BYTES};
 use crate::cli::{Opts, Sources};
 use crate::error::Error;
 
@@ -57,8 +57,24 @@ pub(super) fn load_config_file(
         Some(p) => (PathBuf::from(p), true),
         None => (PathBuf::from(DEFAULT_CONFIG_FILE), false),
     };
-    let text = match std::fs::read_to_string(&path) {
-        Ok(t) => t,
+    let source = || {
+        if explicit {
+            sources.describe("config")
+        } else {
+            "default".into()
+        }
+    };
+    // Regular files only, opened without waiting (a FIFO would block until a writer comes, past
+    // every deadline and signal), and bounded.
+    let text = match crate::fsafe::read_regular(&path, MAX_CONFIG_BYTES, true) {
+        Ok(t) => String::from_utf8(t).map_err(|_| {
+            Error::invalid(
+                "config",
+                path.display().to_string(),
+                source(),
+                "the config file is not UTF-8 text",
+            )
+        })?,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound && !explicit => {
             return Ok((FileConfig::default(), None))
         }
@@ -66,11 +82,24 @@ pub(super) fn load_config_file(
             return Err(Error::invalid(
                 "config",
                 path.display().to_string(),
-                sources.describe("config"),
+                source(),
                 format!("cannot read the config file: {e}"),
             ))
         }
     };
+    // It may hold a proxy password and decides what runs as root: nobody but root (or us) may be
+    // able to change it (sshd StrictModes).
+    if let Err(why) = crate::fsafe::untrusted(&path) {
+        return Err(Error::invalid(
+            "config",
+            path.display().to_string(),
+            source(),
+            format!(
+                "refusing a config file another user could change: {why}; \
+                 make it and its directories owned by root and not group- or world-writable"
+            ),
+        ));
+    }
     let file: FileConfig = serde_json::from_str(&text).map_err(|e| {
         Error::invalid(
             "config",

@@ -17,7 +17,8 @@ mod validate;
 pub use resolve::{process_env, resolve, Env};
 pub use template::{read_hostname, render_resource_name, MachineFacts};
 pub use validate::{
-    parse_bool, parse_resource_id, parse_tags, redact_userinfo, validate_guid, validate_resource_id,
+    check_text, is_control_or_separator, parse_bool, parse_resource_id, parse_tags,
+    redact_userinfo, validate_guid, validate_resource_id, validate_tag,
 };
 
 use std::collections::BTreeMap;
@@ -32,6 +33,10 @@ pub const DEFAULT_IMDS_ENDPOINT: &str = "http://169.254.169.254";
 pub const DEFAULT_AGENT_INSTALLER_URL: &str = "https://aka.ms/azcmagent";
 pub const DEFAULT_RESOURCE_NAME: &str = "{hostname}";
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(15 * 60);
+/// A config file larger than this is refused (a real one is a few hundred bytes).
+pub const MAX_CONFIG_BYTES: u64 = 1 << 20;
+/// Small machine files (hostname, /etc/environment) are read up to this size.
+const MAX_SMALL_FILE_BYTES: u64 = 64 * 1024;
 
 /// A value and where it came from ("flag --location", "config file /etc/...: location", ...).
 #[derive(Clone, Debug, PartialEq)]

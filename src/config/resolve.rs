@@ -23,7 +23,59 @@ pub fn process_env() -> Env {
 /// Resolve and validate all settings. No network; reads the config file and /etc/environment.
 pub fn resolve(opts: &Opts, sources: &Sources, env: &Env) -> Result<Settings, Error> {
     let r = Resolver::new(opts, sources, env)?;
-    r.settings()
+    let s = r.settings()?;
+    check_free_text(&s)?;
+    Ok(s)
+}
+
+/// No setting holds a control character or line separator (they would break the lines of the
+/// user-data YAML, the agent's command line, the logs). Values with stricter rules (GUIDs, the
+/// location, resource ids) are already checked; this covers the free text.
+fn check_free_text(s: &Settings) -> Result<(), Error> {
+    let strs: [(&str, Option<&Sourced<String>>); 10] = [
+        ("subscription_id", s.subscription_id.as_ref()),
+        ("resource_group", s.resource_group.as_ref()),
+        ("tenant_id", s.tenant_id.as_ref()),
+        ("location", s.location.as_ref()),
+        ("resource_name", Some(&s.resource_name)),
+        ("correlation_id", s.correlation_id.as_ref()),
+        ("imds_endpoint", Some(&s.imds_endpoint)),
+        ("arm_endpoint", Some(&s.arm_endpoint)),
+        ("agent_installer_url", Some(&s.agent_installer_url)),
+        ("azcmagent", s.azcmagent.as_ref()),
+    ];
+    for (name, v) in strs.into_iter() {
+        if let Some(v) = v {
+            check_text(name, &v.value, &v.source)?;
+        }
+    }
+    for (name, v) in [
+        ("private_link_scope", &s.private_link_scope),
+        ("gateway_id", &s.gateway_id),
+    ] {
+        if let Some(v) = v {
+            check_text(name, &v.value, &v.source)?;
+        }
+    }
+    for (k, v) in &s.tags.value {
+        check_text("tags", &format!("{k}={v}"), &s.tags.source)?;
+    }
+    for (name, p) in [("state_dir", &s.state_dir), ("sysroot", &s.sysroot)] {
+        check_text(name, &p.value.to_string_lossy(), &p.source)?;
+    }
+    if let Some(p) = &s.config_file {
+        check_text("config", &p.to_string_lossy(), "the config file path")?;
+    }
+    if let Some((n, src)) = &s.proxy.no_proxy {
+        check_text("no_proxy", n, src)?;
+    }
+    if let Identity::ResourceId(v) = &s.identity.value {
+        check_text("identity_resource_id", v, &s.identity.source)?;
+    }
+    if let Some(a) = &s.agent {
+        check_json_text("agent", &a.value, &a.source)?;
+    }
+    Ok(())
 }
 
 pub(super) struct Resolver<'a> {
@@ -85,7 +137,12 @@ impl<'a> Resolver<'a> {
 
     fn etc_environment(&self, names: &[&str]) -> Cand {
         let path = self.sysroot.value.join("etc/environment");
-        let content = std::fs::read_to_string(&path).ok()?;
+        let content = crate::fsafe::read_inside(
+            &self.sysroot.value,
+            Path::new("etc/environment"),
+            MAX_SMALL_FILE_BYTES,
+        )
+        .ok()?;
         let vars = crate::azure::proxy::parse_etc_environment(&content);
         names.iter().find_map(|n| {
             vars.get(*n)
@@ -450,6 +507,12 @@ impl<'a> Resolver<'a> {
         let parse = |c: Option<(String, String)>| -> Result<Option<(ProxyUrl, String)>, Error> {
             match c {
                 None => Ok(None),
+                Some((v, s)) if v.chars().any(is_control_or_separator) => Err(Error::invalid(
+                    "proxy",
+                    redact_userinfo(&v),
+                    s,
+                    "holds a control character or line separator; settings are one line of printable text",
+                )),
                 Some((v, s)) => match ProxyUrl::parse(&v) {
                     Ok(u) => Ok(Some((u, s))),
                     // Never echo the value: it may hold a password.
@@ -656,6 +719,62 @@ mod tests {
         for bad in ["", "a", "=v", "a=1,a=2", "a='x", "a=b'c"] {
             assert!(parse_tags(bad).is_err(), "{bad:?} should be rejected");
         }
+    }
+
+    #[test]
+    fn tags_the_agent_form_cannot_carry_are_refused() {
+        // A quote inside double quotes would reach the agent as `a='it's'`: two tags.
+        let e = parse_tags(r#"a="it's",b=c"#).unwrap_err();
+        assert!(e.contains("\"a\"") && e.contains("single quote"), "{e}");
+        for (k, v) in [
+            ("a", "x'y"),
+            ("a'b", "x"),
+            ("a=b", "x"),
+            (" a", "x"),
+            ("a", "x "),
+            ("a", "x\ny"),
+            ("a", "x\u{2028}y"),
+            ("a", "x\u{2029}y"),
+            ("a", "x\u{85}y"),
+            ("a", "x\u{7f}y"),
+            ("a\t", "x"),
+        ] {
+            assert!(validate_tag(k, v).is_err(), "{k:?}={v:?} should be refused");
+        }
+        for (k, v) in [
+            ("a", "x=y"),
+            ("a b", "c, d"),
+            ("q\"", "\"x\""),
+            ("ü", "東京"),
+            ("a", ""),
+        ] {
+            assert!(validate_tag(k, v).is_ok(), "{k:?}={v:?} should be accepted");
+        }
+    }
+
+    #[test]
+    fn control_characters_and_line_separators_are_refused_in_free_text() {
+        for bad in [
+            "a\nb",
+            "a\rb",
+            "a\tb",
+            "a\u{7f}",
+            "a\u{85}b",
+            "a\u{9b}",
+            "a\u{2028}b",
+            "a\u{2029}b",
+            "\u{0}",
+        ] {
+            let e = check_text("resource_name", bad, "flag --resource-name").unwrap_err();
+            let msg = e.to_string();
+            assert_eq!(e.exit_code(), 2);
+            assert!(
+                msg.contains("resource_name") && msg.contains("flag --resource-name"),
+                "{msg}"
+            );
+            assert!(!msg.contains(bad), "the value is escaped: {msg}");
+        }
+        assert!(check_text("x", "plain text, ünïcödé 東京", "s").is_ok());
     }
 
     #[test]

@@ -1,10 +1,10 @@
 //! The resource-name template (`{hostname}-{vm_uuid8}`): its fields, checked and rendered.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use crate::error::Error;
 
-use super::Sourced;
+use super::{Sourced, MAX_SMALL_FILE_BYTES};
 
 pub(super) const TEMPLATE_FIELDS: &[&str] = &["hostname", "vm_uuid", "vm_uuid8", "machine_id8"];
 
@@ -41,16 +41,17 @@ pub struct MachineFacts {
 
 /// Read the hostname under `sysroot`: `/etc/hostname`, else the kernel's (only when sysroot is /).
 pub fn read_hostname(sysroot: &Path) -> Option<String> {
-    let from = |p: PathBuf| {
-        std::fs::read_to_string(p)
+    let from = |root: &Path, rel: &str| {
+        crate::fsafe::read_inside(root, Path::new(rel), MAX_SMALL_FILE_BYTES)
+            .map_err(|e| log::debug!("cannot read {rel} under {}: {e}", root.display()))
             .ok()
             .map(|s| s.trim().to_string())
             .filter(|s| !s.is_empty())
     };
-    from(sysroot.join("etc/hostname"))
+    from(sysroot, "etc/hostname")
         .or_else(|| {
             (sysroot == Path::new("/"))
-                .then(|| from(PathBuf::from("/proc/sys/kernel/hostname")))
+                .then(|| from(Path::new("/"), "proc/sys/kernel/hostname"))
                 .flatten()
         })
         // Arc resource names cannot hold dots; use the short host name.

@@ -2,6 +2,10 @@
 
 use std::collections::BTreeMap;
 
+use serde_json::Value;
+
+use crate::error::Error;
+
 pub fn parse_bool(s: &str) -> Option<bool> {
     match s.trim().to_ascii_lowercase().as_str() {
         "1" | "true" | "yes" | "on" => Some(true),
@@ -153,9 +157,36 @@ pub(super) fn read_tag_part(
     Ok(out)
 }
 
-pub(super) fn validate_tag(k: &str, v: &str) -> Result<(), String> {
+/// A tag the agent's `--tags` form (FACTS §1.2: `K=V,K2='v w'`, single quotes only, no escape)
+/// can carry unchanged: no `'` anywhere (it would end the quoting and start another tag), no `=`
+/// in a name (the first `=` ends the name), no surrounding blanks (the agent trims them) and no
+/// control characters or line separators.
+pub fn validate_tag(k: &str, v: &str) -> Result<(), String> {
     if k.is_empty() {
         return Err("a tag has an empty name".into());
+    }
+    for (what, s) in [("name", k), ("value", v)] {
+        if let Some(c) = s.chars().find(|&c| is_control_or_separator(c)) {
+            return Err(format!(
+                "tag {k:?}: its {what} holds the control character or line separator {c:?}; tags are one line of text"
+            ));
+        }
+        if s.contains('\'') {
+            return Err(format!(
+                "tag {k:?}: its {what} holds a single quote, which the agent's --tags form (K=V,K2='v w') cannot carry: \
+                 it would end the quoting and start another tag; remove the quote"
+            ));
+        }
+        if s.trim() != s {
+            return Err(format!(
+                "tag {k:?}: its {what} starts or ends with a blank, which the agent trims; remove it"
+            ));
+        }
+    }
+    if k.contains('=') {
+        return Err(format!(
+            "tag name {k:?} holds '=', which the agent's --tags form reads as the end of the name"
+        ));
     }
     if k.len() > 512 || v.len() > 256 {
         return Err(format!(
@@ -166,6 +197,45 @@ pub(super) fn validate_tag(k: &str, v: &str) -> Result<(), String> {
         return Err(format!("tag name {k:?} may not contain < > % & \\ ? /"));
     }
     Ok(())
+}
+
+/// C0 controls (tab and newline included), DEL, C1 controls (U+0085 NEL included) and the Unicode
+/// line and paragraph separators U+2028/U+2029: YAML 1.1 (cloud-init), shells and log readers
+/// treat several of them as line breaks, so no setting may hold one.
+pub fn is_control_or_separator(c: char) -> bool {
+    c.is_control() || c == '\u{2028}' || c == '\u{2029}'
+}
+
+/// Refuse a free-text setting holding a control character or line separator (exit 2), naming the
+/// setting, the value (escaped by the error's `{:?}`) and where it came from.
+pub fn check_text(setting: &str, value: &str, source: &str) -> Result<(), Error> {
+    match value.chars().find(|&c| is_control_or_separator(c)) {
+        None => Ok(()),
+        Some(c) => Err(Error::invalid(
+            setting,
+            value,
+            source,
+            format!(
+                "holds the control character or line separator {c:?}; settings are one line of printable text"
+            ),
+        )),
+    }
+}
+
+/// Every string inside a JSON value (the config file's `agent` section).
+pub(super) fn check_json_text(setting: &str, v: &Value, source: &str) -> Result<(), Error> {
+    match v {
+        Value::String(s) => check_text(setting, s, source),
+        Value::Array(a) => a
+            .iter()
+            .try_for_each(|x| check_json_text(setting, x, source)),
+        Value::Object(m) => m.iter().try_for_each(|(k, x)| {
+            let name = format!("{setting}.{k}");
+            check_text(&name, k, source)?;
+            check_json_text(&name, x, source)
+        }),
+        _ => Ok(()),
+    }
 }
 
 /// `http://user:pass@host` -> `http://user:***@host`, for error messages about unparsable URLs.

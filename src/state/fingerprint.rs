@@ -3,7 +3,6 @@
 //! golden image carries our state file and the agent's identity, so what the machine is now is
 //! compared with what it was at enrollment.
 
-use std::fs;
 use std::path::Path;
 
 use serde::{Deserialize, Serialize};
@@ -27,7 +26,8 @@ pub struct Fingerprint {
 pub fn read_fingerprint(sysroot: &Path) -> Fingerprint {
     let read = |rel: &str| -> Option<String> {
         let path = sysroot.join(rel);
-        match fs::read_to_string(&path) {
+        // No link inside a mounted image is followed; bounded; not UTF-8 reads as unreadable.
+        match crate::fsafe::read_inside(sysroot, Path::new(rel), 4096) {
             Ok(s) => normalize(&s),
             Err(e) => {
                 log::debug!("cannot read {}: {e}", path.display());

@@ -1,8 +1,7 @@
 //! One run at a time per state directory: an advisory `flock` on `<state dir>/lock`.
 
-use std::fs::{OpenOptions, TryLockError};
+use std::fs::TryLockError;
 use std::io::Write;
-use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
 use std::time::Duration;
 
@@ -30,14 +29,14 @@ pub fn lock(state_dir: &Path, deadline: &Deadline) -> Result<Lock, Error> {
     ensure_private_dir(state_dir)?;
     let path = state_dir.join(LOCK_FILE);
     // No truncate on open: the file may belong to a live holder whose pid is in it.
-    let mut file = OpenOptions::new()
-        .read(true)
-        .write(true)
-        .create(true)
-        .truncate(false)
-        .mode(FILE_MODE)
-        .open(&path)
-        .map_err(|e| Error::io("cannot open the lock file", &path, e))?;
+    // O_NOFOLLOW: a link planted as the lock is refused, never followed to a file we then write.
+    let mut file = crate::fsafe::open_rw_nofollow(&path, FILE_MODE).map_err(|e| {
+        Error::io(
+            "cannot open the lock file (a symbolic link is refused)",
+            &path,
+            e,
+        )
+    })?;
     let mut logged = false;
     loop {
         match file.try_lock() {

@@ -34,6 +34,8 @@ pub const STATE_VERSION: u32 = 1;
 pub const TEMP_PREFIX: &str = ".state.json.tmp.";
 
 pub(super) const DIR_MODE: u32 = 0o700;
+/// A state file larger than this is corrupt (a real one is under 2 KiB).
+const MAX_STATE_BYTES: u64 = 1 << 20;
 pub(super) const FILE_MODE: u32 = 0o600;
 
 /// The state file's content.
@@ -96,7 +98,13 @@ pub fn state_path(state_dir: &Path) -> PathBuf {
 pub fn load(state_dir: &Path) -> Loaded {
     remove_stale_temps(state_dir);
     let path = state_path(state_dir);
-    let bytes = match fs::read(&path) {
+    if let Err(e) = check_state_dir(state_dir) {
+        return Loaded::Corrupt {
+            path,
+            reason: e.to_string(),
+        };
+    }
+    let bytes = match crate::fsafe::read_regular(&path, MAX_STATE_BYTES, false) {
         Ok(b) => b,
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Loaded::Absent,
         Err(e) => {
@@ -175,6 +183,7 @@ fn write_synced(path: &Path, bytes: &[u8]) -> io::Result<()> {
         .write(true)
         .create_new(true)
         .mode(FILE_MODE)
+        .custom_flags(crate::fsafe::O_NOFOLLOW)
         .open(path)?;
     f.write_all(bytes)?;
     f.sync_all()
@@ -187,13 +196,16 @@ fn sync_dir(dir: &Path) -> io::Result<()> {
 /// Create `dir` (0700) if missing; narrow it to 0700 if it exists with wider permissions: it is
 /// ours, and the state names the machine's Azure resource.
 fn ensure_private_dir(dir: &Path) -> Result<(), Error> {
+    check_state_dir(dir)?;
     DirBuilder::new()
         .recursive(true)
         .mode(DIR_MODE)
         .create(dir)
         .map_err(|e| Error::io("cannot create the state directory", dir, e))?;
-    let meta =
-        fs::metadata(dir).map_err(|e| Error::io("cannot inspect the state directory", dir, e))?;
+    // Again now that it exists (a link could have appeared in between).
+    check_state_dir(dir)?;
+    let meta = fs::symlink_metadata(dir)
+        .map_err(|e| Error::io("cannot inspect the state directory", dir, e))?;
     if !meta.is_dir() {
         return Err(Error::io(
             "the state directory is not a directory:",
@@ -206,6 +218,35 @@ fn ensure_private_dir(dir: &Path) -> Result<(), Error> {
             .map_err(|e| Error::io("cannot set mode 0700 on the state directory", dir, e))?;
     }
     Ok(())
+}
+
+/// The state directory is not a symbolic link, and neither it nor a directory above it can be
+/// changed by a non-root user other than us (sshd StrictModes): whoever could would decide what
+/// this machine believes it enrolled as, and could swap the lock for a link.
+pub fn check_state_dir(dir: &Path) -> Result<(), Error> {
+    match fs::symlink_metadata(dir) {
+        Ok(m) if m.file_type().is_symlink() => {
+            return Err(Error::invalid(
+                "state_dir",
+                dir.display().to_string(),
+                "the state directory",
+                "is a symbolic link, which is refused (it could lead anywhere); \
+                 use the real directory as --state-dir",
+            ))
+        }
+        _ => {}
+    }
+    crate::fsafe::untrusted(dir).map_err(|why| {
+        Error::invalid(
+            "state_dir",
+            dir.display().to_string(),
+            "the state directory",
+            format!(
+                "another user could change it: {why}; make it and its parents owned by root \
+                 and not group- or world-writable, or choose another --state-dir"
+            ),
+        )
+    })
 }
 
 /// Remove temp files left by a `save` that did not finish (power cut, kill -9): those whose writer
