@@ -11,7 +11,8 @@
 //! - `error`: the one error type and its exit codes; `output`: the final result line;
 //!   `logging`; `retry`: deadline, clock, backoff; `signals`: SIGTERM/SIGINT;
 //!   `timefmt`: durations and timestamps as text; `secret`: the types that are never printed;
-//!   `fsafe`: file access that follows no link out of `--sysroot` and checks modes
+//!   `fsafe`: file access that follows no link out of `--sysroot` and checks modes;
+//!   `text`: remote text made safe for one log line
 
 pub mod agent;
 pub mod azure;
@@ -28,6 +29,7 @@ pub mod retry;
 pub mod secret;
 pub mod signals;
 pub mod state;
+pub mod text;
 pub mod timefmt;
 
 pub use commands::run;

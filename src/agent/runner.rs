@@ -19,7 +19,7 @@ use serde_json::Value;
 use super::{
     connect_args, parse_config_value, parse_version, Outcome, Show, Target, TokenFile, TokenMode,
 };
-use crate::azure::proxy::{agent_no_proxy, ProxyConfig, Route};
+use crate::azure::proxy::{agent_no_proxy, ProxyConfig, ProxyUrl, Route};
 use crate::error::Error;
 use crate::identity::token::AccessToken;
 use crate::retry::Deadline;
@@ -88,9 +88,8 @@ impl Agent {
             let url = p.with_credentials();
             env.push(("HTTPS_PROXY".into(), url.clone()));
             env.push(("https_proxy".into(), url));
-            if let Some(pw) = p.password().filter(|s| !s.is_empty()) {
-                redact.push(pw.to_string());
-            }
+            // Decoded and percent-encoded: the agent may echo the URL as it was given.
+            redact.extend(p.password_forms());
         }
         Agent { path, env, redact }
     }
@@ -294,9 +293,45 @@ impl Agent {
     /// `azcmagent config set PROP VALUE`.
     pub fn config_set(&self, prop: &str, value: &str, deadline: &Deadline) -> Result<(), String> {
         let shown = self.scrub(value, &[]);
+        self.config_set_shown(prop, value, &shown, deadline)
+    }
+
+    /// `azcmagent config set proxy.url URL`. The agent takes proxy.url only on its command line
+    /// (FACTS §2.3: `--config` files carry command-line options, and PROP VALUE are positional),
+    /// so a password is in the process list while this short command runs: said once, as a
+    /// warning. Our log shows the parsed URL with the password masked.
+    pub fn config_set_proxy_url(
+        &self,
+        proxy: &ProxyUrl,
+        deadline: &Deadline,
+    ) -> Result<(), String> {
+        if proxy.password().is_some_and(|p| !p.is_empty()) {
+            log::warn!(
+                "the proxy URL has a password, and azcmagent accepts proxy.url only on its command \
+                 line: local users can see it in the process list while `azcmagent config set \
+                 proxy.url` runs (well under a second); prefer a proxy that authorizes this machine \
+                 without a password in the URL"
+            );
+        }
+        self.config_set_shown(
+            "proxy.url",
+            &proxy.with_credentials(),
+            &proxy.to_string(),
+            deadline,
+        )
+    }
+
+    fn config_set_shown(
+        &self,
+        prop: &str,
+        value: &str,
+        shown: &str,
+        deadline: &Deadline,
+    ) -> Result<(), String> {
         log::info!("running {} config set {prop} {shown}", self.path.display());
+        let what = format!("config set {prop} {shown}");
         let (code, out) = self
-            .run_quiet(&["config", "set", prop, value], deadline)
+            .run_quiet_as(&["config", "set", prop, value], &what, deadline)
             .map_err(|e| e.to_string())?;
         if code != Some(0) {
             return Err(last_line(&out));
@@ -322,16 +357,27 @@ impl Agent {
         args: &[&str],
         deadline: &Deadline,
     ) -> Result<(Option<i32>, String), Error> {
+        let what = self.scrub(&args.join(" "), &[]);
+        self.run_quiet_as(args, &what, deadline)
+    }
+
+    /// `run_quiet` naming the command as `what` in errors. Nothing but the output readers runs
+    /// between spawn and wait: the argv may hold a secret (proxy.url) for that long.
+    fn run_quiet_as(
+        &self,
+        args: &[&str],
+        what: &str,
+        deadline: &Deadline,
+    ) -> Result<(Option<i32>, String), Error> {
+        let limit = deadline
+            .clock
+            .io_timeout(deadline.bounded(AGENT_QUICK_TIMEOUT));
         let mut child = self.spawn(args)?;
         let mut stdout = child.stdout.take();
         let mut stderr = child.stderr.take();
         let t_out = std::thread::spawn(move || read_capped(stdout.as_mut()));
         let t_err = std::thread::spawn(move || read_capped(stderr.as_mut()));
-        let limit = deadline
-            .clock
-            .io_timeout(deadline.bounded(AGENT_QUICK_TIMEOUT));
-        let what = self.scrub(&args.join(" "), &[]);
-        let status = wait_bounded(&mut child, limit, deadline, &what, || "no answer".into())?;
+        let status = wait_bounded(&mut child, limit, deadline, what, || "no answer".into())?;
         let mut out = t_out.join().unwrap_or_default();
         out.push_str(&t_err.join().unwrap_or_default());
         Ok((status.code(), self.scrub(&out, &[])))
@@ -475,6 +521,8 @@ fn pump(
         if let Some(i) = line.rfind('\r') {
             line = line[i + 1..].to_string();
         }
+        // Colour codes and other controls from the agent stay text in our log.
+        line = crate::text::escape_remote(&line).into_owned();
         for r in redact {
             line = line.replace(r.as_str(), "***");
         }

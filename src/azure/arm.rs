@@ -303,12 +303,12 @@ fn unexpected(status: u16, body: &str) -> String {
 pub fn arm_error(body: &str) -> Option<String> {
     let v: serde_json::Value = serde_json::from_str(body).ok()?;
     let e = v.get("error")?;
-    let code = e.get("code").and_then(|c| c.as_str()).unwrap_or("");
-    let msg = e.get("message").and_then(|c| c.as_str()).unwrap_or("");
+    let code = crate::text::escape_remote(e.get("code").and_then(|c| c.as_str()).unwrap_or(""));
+    let msg = crate::text::escape_remote(e.get("message").and_then(|c| c.as_str()).unwrap_or(""));
     match (code.is_empty(), msg.is_empty()) {
         (true, true) => None,
-        (false, true) => Some(code.into()),
-        (true, false) => Some(msg.into()),
+        (false, true) => Some(code.into_owned()),
+        (true, false) => Some(msg.into_owned()),
         (false, false) => Some(format!("{code}: {msg}")),
     }
 }
@@ -510,5 +510,14 @@ mod tests {
         assert_eq!(m.status.as_deref(), Some("Connected"));
         let none = parse_machine(r#"{"id":"x","properties":{}}"#).unwrap();
         assert_eq!(none.vm_uuid, None);
+    }
+
+    #[test]
+    fn arm_error_text_is_escaped() {
+        let body = r#"{"error":{"code":"Bad\nERROR x","message":"m\u001b[31m\u2028y"}}"#;
+        assert_eq!(
+            arm_error(body).as_deref(),
+            Some("Bad\\nERROR x: m\\u{001b}[31m\\u{2028}y")
+        );
     }
 }

@@ -61,10 +61,14 @@ impl std::fmt::Display for Failure {
     }
 }
 
-/// The clients of one run. Cheap to create; agents are built on first use.
+/// The clients of one run. Cheap to create; agents are built on first use. An https URL always
+/// gets an https-only agent (its TLS config built with the ring provider, every redirect hop
+/// https too), a plain-http URL an agent that follows no redirect: which URL comes first never
+/// changes what the other gets.
 pub struct Http {
     proxy: ProxyConfig,
     direct: OnceLock<Agent>,
+    direct_https: OnceLock<Agent>,
     imds: OnceLock<Agent>,
     via: Mutex<HashMap<String, Agent>>,
     tls: OnceLock<Result<TlsConfig, String>>,
@@ -75,6 +79,7 @@ impl Http {
         Http {
             proxy,
             direct: OnceLock::new(),
+            direct_https: OnceLock::new(),
             imds: OnceLock::new(),
             via: Mutex::new(HashMap::new()),
             tls: OnceLock::new(),
@@ -183,23 +188,31 @@ impl Http {
             None
         };
         match self.proxy.route(url) {
-            Route::Direct { .. } => Ok(self
-                .direct
-                .get_or_init(|| build_agent(None, tls.clone()))
-                .clone()),
+            Route::Direct { .. } => {
+                let slot = if https {
+                    &self.direct_https
+                } else {
+                    &self.direct
+                };
+                Ok(slot
+                    .get_or_init(|| build_agent(None, tls.clone(), https))
+                    .clone())
+            }
             Route::Via { proxy, .. } => {
-                let key = proxy.with_credentials();
+                let url = proxy.with_credentials();
+                let key = format!("{https} {url}");
                 let mut via = self.via.lock().unwrap_or_else(|p| p.into_inner());
                 if let Some(a) = via.get(&key) {
                     return Ok(a.clone());
                 }
-                let p = ureq::Proxy::new(&key).map_err(|e| {
+                let p = ureq::Proxy::new(&url).map_err(|e| {
                     Failure::Proxy(format!(
                         "cannot use proxy {proxy}: {}",
                         scrub(&e.to_string(), &proxy)
                     ))
                 })?;
-                let a = build_agent(Some(p), tls.or_else(|| self.tls().ok()));
+                // An https:// proxy needs TLS even for a plain-http target.
+                let a = build_agent(Some(p), tls.or_else(|| self.tls().ok()), https);
                 via.insert(key, a.clone());
                 Ok(a)
             }
@@ -249,7 +262,9 @@ fn interruptible<T: Send + 'static>(
     }
 }
 
-fn build_agent(proxy: Option<ureq::Proxy>, tls: Option<TlsConfig>) -> Agent {
+/// For an https URL (`https`): https only, so a redirect to http:// is refused, not followed. For a
+/// plain-http URL: no redirects at all, so it never turns into a TLS connection without our config.
+fn build_agent(proxy: Option<ureq::Proxy>, tls: Option<TlsConfig>, https: bool) -> Agent {
     let mut b = Agent::config_builder()
         .proxy(proxy)
         .http_status_as_error(false)
@@ -257,6 +272,11 @@ fn build_agent(proxy: Option<ureq::Proxy>, tls: Option<TlsConfig>) -> Agent {
     if let Some(t) = tls {
         b = b.tls_config(t);
     }
+    b = if https {
+        b.https_only(true)
+    } else {
+        b.max_redirects(0)
+    };
     Agent::new_with_config(b.build())
 }
 
@@ -307,6 +327,11 @@ fn classify(e: ureq::Error) -> Failure {
         )),
         E::ConnectProxyFailed(m) => Failure::Proxy(m),
         E::Protocol(p) => Failure::Connect(format!("malformed HTTP answer ({p})")),
+        E::RequireHttpsOnly(to) => Failure::Other(format!(
+            "refused to follow a redirect to {}: it leaves https (the request carries a token or \
+             fetches code that runs as root)",
+            crate::text::escape_remote(&to)
+        )),
         E::BodyExceedsLimit(n) => Failure::Other(format!("answer larger than {n} bytes")),
         other => Failure::Other(other.to_string()),
     }
@@ -322,27 +347,26 @@ fn describe_rustls(e: &rustls::Error) -> String {
     }
 }
 
-/// Remove a proxy's password from a message that might echo its URL.
+/// Remove a proxy's password from a message that might echo its URL (encoded or not).
 fn scrub(msg: &str, proxy: &ProxyUrl) -> String {
-    match proxy.password() {
-        Some(p) if !p.is_empty() => msg.replace(p, "***"),
-        _ => msg.to_string(),
-    }
+    proxy.scrub(msg)
 }
 
 /// The system CA store: SSL_CERT_FILE, else SSL_CERT_DIR, else the distribution's bundle.
 fn load_tls() -> Result<TlsConfig, String> {
     let mut certs: Vec<Certificate<'static>> = Vec::new();
     let mut sources = Vec::new();
-    if let Ok(f) = std::env::var("SSL_CERT_FILE") {
-        read_pem(std::path::Path::new(&f), &mut certs)
-            .map_err(|e| format!("cannot read SSL_CERT_FILE {f}: {e}"))?;
-        sources.push(f);
-    } else if let Ok(d) = std::env::var("SSL_CERT_DIR") {
-        for dir in d.split(':') {
-            read_pem_dir(std::path::Path::new(dir), &mut certs);
+    // var_os: a non-UTF-8 path is still a path (and `var` would treat it as unset).
+    if let Some(f) = std::env::var_os("SSL_CERT_FILE") {
+        let f = std::path::PathBuf::from(f);
+        read_pem(&f, &mut certs)
+            .map_err(|e| format!("cannot read SSL_CERT_FILE {}: {e}", f.display()))?;
+        sources.push(f.display().to_string());
+    } else if let Some(d) = std::env::var_os("SSL_CERT_DIR") {
+        for dir in std::env::split_paths(&d) {
+            read_pem_dir(&dir, &mut certs);
         }
-        sources.push(d);
+        sources.push(std::path::PathBuf::from(d).display().to_string());
     } else if let Some(b) = CA_BUNDLES
         .iter()
         .find(|b| read_pem(std::path::Path::new(b), &mut certs).is_ok() && !certs.is_empty())

@@ -492,15 +492,17 @@ fn report(findings: &[Finding]) -> Result<u8, Error> {
         return Ok(0);
     }
     let mut text = String::new();
+    // Details quote remote text (claims, IMDS/ARM/agent messages): one finding, one line each.
+    use crate::text::escape_remote;
     for f in findings {
         text.push_str(&format!(
             "{:<8} {}: {}\n",
             f.status.label(),
-            f.item,
-            f.detail
+            escape_remote(&f.item),
+            escape_remote(&f.detail)
         ));
         if let Some(a) = &f.advice {
-            text.push_str(&format!("         what to do: {a}\n"));
+            text.push_str(&format!("         what to do: {}\n", escape_remote(a)));
         }
     }
     crate::output::stdout(&text);

@@ -144,6 +144,11 @@ pub fn status(settings: &Settings, deadline: &Deadline) -> Result<u8, Error> {
     };
     t.push_str(&format!("clone:    {vtext}\n"));
     crate::agent::settings::status_text(&obj["agent_settings"], &mut t);
+    // The agent's words and Azure's values: no escape sequence or line separator reaches a terminal.
+    let t: String = t
+        .lines()
+        .map(|l| format!("{}\n", crate::text::escape_remote(l)))
+        .collect();
     crate::output::stdout(&t);
     Ok(0)
 }

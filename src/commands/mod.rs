@@ -21,6 +21,9 @@ pub fn run(cli: Cli) -> Result<u8, Error> {
     // Bad input fails here, before any network call.
     let settings = config::resolve(&cli.opts, &cli.sources, &env)?;
     crate::agent::settings::validate(&settings)?;
+    if !matches!(cli.command, Some(Command::UserData { .. })) {
+        config::check_local_files(&settings)?;
+    }
     let clock = Clock::from_env()?;
     let deadline = Deadline::new(clock, settings.timeout.value);
     let command = cli.command.clone().unwrap_or(Command::Connect);

@@ -46,7 +46,7 @@ pub fn run(settings: &Settings, deadline: &Deadline) -> Result<u8, Error> {
     }
     let mut text = String::from("token claims (the token itself is never printed):\n");
     for (k, v) in claim_rows(&claims) {
-        text.push_str(&format!("  {k:<10} {v}\n"));
+        text.push_str(&format!("  {k:<10} {}\n", crate::text::escape_remote(&v)));
     }
     if let Some(e) = expires_in {
         text.push_str(&format!(
@@ -63,7 +63,11 @@ pub fn run(settings: &Settings, deadline: &Deadline) -> Result<u8, Error> {
         ("location", &derived.location),
     ] {
         match v {
-            Some(s) => text.push_str(&format!("  {k:<16} {} ({})\n", s.value, s.source)),
+            Some(s) => text.push_str(&format!(
+                "  {k:<16} {} ({})\n",
+                crate::text::escape_remote(&s.value),
+                s.source
+            )),
             None => text.push_str(&format!(
                 "  {k:<16} (not derivable: set --{})\n",
                 k.replace('_', "-")

@@ -188,6 +188,16 @@ pub fn config_json(s: &Settings) -> (Value, Vec<String>) {
         }
     }
     opt(&mut m, "azcmagent", &s.azcmagent);
+    opt(&mut m, "agent_installer_sha256", &s.agent_installer_sha256);
+    if given(&s.allow_insecure_installer.source) {
+        m.insert(
+            "allow_insecure_installer".into(),
+            json!(s.allow_insecure_installer.value),
+        );
+    }
+    if let Some(p) = s.agent_package.as_ref().filter(|p| given(&p.source)) {
+        m.insert("agent_package".into(), json!(p.value.display().to_string()));
+    }
     if given(&s.state_dir.source) {
         m.insert(
             "state_dir".into(),

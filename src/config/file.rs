@@ -36,6 +36,9 @@ pub(super) struct FileConfig {
     pub(super) arm_endpoint: Option<String>,
     pub(super) azcmagent: Option<String>,
     pub(super) agent_installer_url: Option<String>,
+    pub(super) agent_installer_sha256: Option<String>,
+    pub(super) allow_insecure_installer: Option<bool>,
+    pub(super) agent_package: Option<String>,
     pub(super) state_dir: Option<String>,
     pub(super) agent: Option<serde_json::Value>,
 }

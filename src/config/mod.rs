@@ -17,12 +17,13 @@ mod validate;
 pub use resolve::{process_env, resolve, Env};
 pub use template::{read_hostname, render_resource_name, MachineFacts};
 pub use validate::{
-    check_text, is_control_or_separator, parse_bool, parse_resource_id, parse_tags,
-    redact_userinfo, validate_guid, validate_resource_id, validate_tag,
+    check_local_files, check_text, is_control_or_separator, parse_bool, parse_resource_id,
+    parse_tags, redact_userinfo, validate_guid, validate_location, validate_resource_group,
+    validate_resource_id, validate_tag,
 };
 
 use std::collections::BTreeMap;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use crate::azure::proxy::ProxyConfig;
@@ -216,6 +217,23 @@ pub enum EnrollPathKind {
     AgentToken,
 }
 
+/// The kind of a local agent package (`--agent-package`), by its file name.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PackageKind {
+    Deb,
+    Rpm,
+}
+
+impl PackageKind {
+    pub fn of(path: &Path) -> Option<PackageKind> {
+        match path.extension()?.to_str()?.to_ascii_lowercase().as_str() {
+            "deb" => Some(PackageKind::Deb),
+            "rpm" => Some(PackageKind::Rpm),
+            _ => None,
+        }
+    }
+}
+
 /// Everything a command needs, resolved and validated.
 #[derive(Clone, Debug)]
 pub struct Settings {
@@ -246,6 +264,11 @@ pub struct Settings {
     /// An explicit agent path; `None` means search PATH, then /opt/azcmagent/bin/azcmagent.
     pub azcmagent: Option<Sourced<String>>,
     pub agent_installer_url: Sourced<String>,
+    /// The pinned SHA-256 of the installer script, lower-case hex.
+    pub agent_installer_sha256: Option<Sourced<String>>,
+    pub allow_insecure_installer: Sourced<bool>,
+    /// A local agent package (.deb/.rpm) that `--install-agent` installs instead of downloading.
+    pub agent_package: Option<Sourced<PathBuf>>,
     pub state_dir: Sourced<PathBuf>,
     pub sysroot: Sourced<PathBuf>,
     /// The agent's local settings (`agent` object in the config file), validated by `agent_settings`.

@@ -16,8 +16,16 @@ use crate::timefmt::parse_duration;
 /// The process environment as a map, so resolution is a pure function in tests.
 pub type Env = BTreeMap<String, String>;
 
+/// Variables whose value is not UTF-8 are left out (`std::env::vars` would panic on them): ours
+/// (`ARC_ENROLL_*`) were refused earlier by [`crate::cli::non_utf8_setting`]; others are none of
+/// our business.
 pub fn process_env() -> Env {
-    std::env::vars().collect()
+    env_from(std::env::vars_os())
+}
+
+fn env_from(vars: impl Iterator<Item = (std::ffi::OsString, std::ffi::OsString)>) -> Env {
+    vars.filter_map(|(k, v)| Some((k.into_string().ok()?, v.into_string().ok()?)))
+        .collect()
 }
 
 /// Resolve and validate all settings. No network; reads the config file and /etc/environment.
@@ -26,56 +34,6 @@ pub fn resolve(opts: &Opts, sources: &Sources, env: &Env) -> Result<Settings, Er
     let s = r.settings()?;
     check_free_text(&s)?;
     Ok(s)
-}
-
-/// No setting holds a control character or line separator (they would break the lines of the
-/// user-data YAML, the agent's command line, the logs). Values with stricter rules (GUIDs, the
-/// location, resource ids) are already checked; this covers the free text.
-fn check_free_text(s: &Settings) -> Result<(), Error> {
-    let strs: [(&str, Option<&Sourced<String>>); 10] = [
-        ("subscription_id", s.subscription_id.as_ref()),
-        ("resource_group", s.resource_group.as_ref()),
-        ("tenant_id", s.tenant_id.as_ref()),
-        ("location", s.location.as_ref()),
-        ("resource_name", Some(&s.resource_name)),
-        ("correlation_id", s.correlation_id.as_ref()),
-        ("imds_endpoint", Some(&s.imds_endpoint)),
-        ("arm_endpoint", Some(&s.arm_endpoint)),
-        ("agent_installer_url", Some(&s.agent_installer_url)),
-        ("azcmagent", s.azcmagent.as_ref()),
-    ];
-    for (name, v) in strs.into_iter() {
-        if let Some(v) = v {
-            check_text(name, &v.value, &v.source)?;
-        }
-    }
-    for (name, v) in [
-        ("private_link_scope", &s.private_link_scope),
-        ("gateway_id", &s.gateway_id),
-    ] {
-        if let Some(v) = v {
-            check_text(name, &v.value, &v.source)?;
-        }
-    }
-    for (k, v) in &s.tags.value {
-        check_text("tags", &format!("{k}={v}"), &s.tags.source)?;
-    }
-    for (name, p) in [("state_dir", &s.state_dir), ("sysroot", &s.sysroot)] {
-        check_text(name, &p.value.to_string_lossy(), &p.source)?;
-    }
-    if let Some(p) = &s.config_file {
-        check_text("config", &p.to_string_lossy(), "the config file path")?;
-    }
-    if let Some((n, src)) = &s.proxy.no_proxy {
-        check_text("no_proxy", n, src)?;
-    }
-    if let Identity::ResourceId(v) = &s.identity.value {
-        check_text("identity_resource_id", v, &s.identity.source)?;
-    }
-    if let Some(a) = &s.agent {
-        check_json_text("agent", &a.value, &a.source)?;
-    }
-    Ok(())
 }
 
 pub(super) struct Resolver<'a> {
@@ -338,6 +296,46 @@ impl<'a> Resolver<'a> {
             &f.agent_installer_url,
             DEFAULT_AGENT_INSTALLER_URL,
         )?;
+        if !is_https(&arm_endpoint.value) {
+            return Err(Error::invalid(
+                "arm_endpoint",
+                &arm_endpoint.value,
+                &arm_endpoint.source,
+                "must be an https:// URL: ARM requests carry the access token, which plain http \
+                 would send in clear text (loopback included; ARM is always https)",
+            ));
+        }
+        let allow_insecure_installer = self.bool_setting(
+            "allow_insecure_installer",
+            &o.allow_insecure_installer,
+            f.allow_insecure_installer,
+        )?;
+        if !is_https(&agent_installer_url.value) && !allow_insecure_installer.value {
+            return Err(Error::invalid(
+                "agent_installer_url",
+                &agent_installer_url.value,
+                &agent_installer_url.source,
+                "must be an https:// URL: the installer runs as root, and anyone on the path can \
+                 change a script fetched over plain http; use https, --agent-package FILE, or \
+                 (only on a network you trust) --allow-insecure-installer",
+            ));
+        }
+        let agent_installer_sha256 = first(vec![
+            self.flag("agent_installer_sha256", &o.agent_installer_sha256),
+            self.file("agent_installer_sha256", &f.agent_installer_sha256),
+        ])
+        .map(|c| validated(c, "agent_installer_sha256", validate_sha256))
+        .transpose()?;
+        let agent_package = first(vec![
+            self.flag("agent_package", &o.agent_package),
+            self.file("agent_package", &f.agent_package),
+        ])
+        .map(|(v, src)| {
+            validate_agent_package(&v)
+                .map(|p| Sourced::new(p, src.clone()))
+                .map_err(|e| Error::invalid("agent_package", &v, &src, e))
+        })
+        .transpose()?;
         let azcmagent = first(vec![
             self.flag("azcmagent", &o.azcmagent),
             self.file("azcmagent", &f.azcmagent),
@@ -383,6 +381,9 @@ impl<'a> Resolver<'a> {
             arm_endpoint,
             azcmagent,
             agent_installer_url,
+            agent_installer_sha256,
+            allow_insecure_installer,
+            agent_package,
             state_dir,
             sysroot: self.sysroot.clone(),
             agent,
@@ -542,7 +543,9 @@ pub(super) fn validated(
 pub(super) fn normalize(name: &str, v: &str) -> String {
     let v = v.trim();
     match name {
-        "subscription_id" | "tenant_id" | "correlation_id" => v.to_ascii_lowercase(),
+        "subscription_id" | "tenant_id" | "correlation_id" | "agent_installer_sha256" => {
+            v.to_ascii_lowercase()
+        }
         "location" => v.to_ascii_lowercase().replace(' ', ""),
         _ => v.to_string(),
     }
@@ -828,5 +831,99 @@ mod tests {
         assert_eq!(redact_userinfo("http://u:secret@h:1/"), "http://u:***@h:1/");
         assert_eq!(redact_userinfo("http://h:1"), "http://h:1");
         assert_eq!(redact_userinfo("u:p@h"), "u:***@h");
+    }
+
+    #[test]
+    fn arm_endpoint_must_be_https_loopback_included() {
+        for url in [
+            "http://127.0.0.1:9",
+            "HTTP://localhost",
+            "http://[::1]:8443",
+        ] {
+            let mut o = opts();
+            o.arm_endpoint = Some(url.into());
+            let e = resolve(&o, &Sources::default(), &Env::new()).unwrap_err();
+            assert_eq!(e.exit_code(), 2, "{url}");
+            assert!(e.to_string().contains("arm_endpoint"), "{e}");
+        }
+        let mut o = opts();
+        o.arm_endpoint = Some("HTTPS://127.0.0.1:8443/".into());
+        assert!(resolve(&o, &Sources::default(), &Env::new()).is_ok());
+    }
+
+    #[test]
+    fn http_installer_needs_the_explicit_override() {
+        let mut o = opts();
+        o.agent_installer_url = Some("http://10.0.0.1/install.sh".into());
+        let e = resolve(&o, &Sources::default(), &Env::new()).unwrap_err();
+        assert!(e.to_string().contains("--allow-insecure-installer"), "{e}");
+        o.allow_insecure_installer = Some("false".into());
+        assert!(resolve(&o, &Sources::default(), &Env::new()).is_err());
+        o.allow_insecure_installer = Some("true".into());
+        let s = resolve(&o, &Sources::default(), &Env::new()).unwrap();
+        assert!(s.allow_insecure_installer.value);
+    }
+
+    #[test]
+    fn installer_sha256_is_64_hex_digits_normalized_to_lower_case() {
+        let mut o = opts();
+        o.agent_installer_sha256 = Some(format!(" {} ", "AB".repeat(32)));
+        let s = resolve(&o, &Sources::default(), &Env::new()).unwrap();
+        assert_eq!(s.agent_installer_sha256.unwrap().value, "ab".repeat(32));
+        for bad in ["", "ab", &"a".repeat(63), &"a".repeat(65), &"z".repeat(64)] {
+            o.agent_installer_sha256 = Some(bad.to_string());
+            let e = resolve(&o, &Sources::default(), &Env::new()).unwrap_err();
+            assert_eq!(e.exit_code(), 2, "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn agent_package_must_be_an_existing_deb_or_rpm() {
+        let dir = std::env::temp_dir().join(format!("arc-enroll-pkg-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let deb = dir.join("azcmagent.DEB");
+        std::fs::write(&deb, "x").unwrap();
+        let txt = dir.join("azcmagent.tgz");
+        std::fs::write(&txt, "x").unwrap();
+        let mut o = opts();
+        o.agent_package = Some(deb.display().to_string());
+        let s = resolve(&o, &Sources::default(), &Env::new()).unwrap();
+        check_local_files(&s).unwrap();
+        assert_eq!(s.agent_package.unwrap().value, deb);
+        o.agent_package = Some(txt.display().to_string());
+        let e = resolve(&o, &Sources::default(), &Env::new()).unwrap_err();
+        assert_eq!(e.exit_code(), 2);
+        for bad in [dir.join("missing.rpm"), dir.join("sub.deb")] {
+            std::fs::create_dir_all(dir.join("sub.deb")).unwrap();
+            o.agent_package = Some(bad.display().to_string());
+            let s = resolve(&o, &Sources::default(), &Env::new()).unwrap();
+            let e = check_local_files(&s).unwrap_err();
+            assert_eq!(e.exit_code(), 2, "{}", bad.display());
+        }
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn non_utf8_values_are_left_out_of_the_env_and_ours_are_named() {
+        use crate::cli::non_utf8_setting;
+        use std::ffi::OsString;
+        use std::os::unix::ffi::OsStringExt;
+        let bad = || OsString::from_vec(b"caf\xe9\x1b".to_vec());
+        let vars = vec![
+            (OsString::from("LANG_X"), bad()),
+            (OsString::from("OK"), OsString::from("1")),
+        ];
+        let e = env_from(vars.clone().into_iter());
+        assert_eq!(e.len(), 1);
+        assert!(non_utf8_setting(vars.into_iter()).is_none());
+        let vars = vec![(OsString::from("ARC_ENROLL_TAGS"), bad())];
+        let err = non_utf8_setting(vars.into_iter()).unwrap();
+        let msg = err.to_string();
+        assert_eq!(err.exit_code(), 2);
+        assert!(
+            msg.contains("ARC_ENROLL_TAGS") && msg.contains("UTF-8"),
+            "{msg}"
+        );
+        assert!(msg.contains("\\xe9") && !msg.contains('\u{1b}'), "{msg}");
     }
 }

@@ -1,10 +1,16 @@
-//! Checks and parsers for single values: GUIDs, resource groups, locations, resource ids, tags.
+//! Checks and parsers for single values (GUIDs, resource groups, locations, resource ids, tags, the
+//! installer pin) and the checks over all resolved settings: free text, local files.
 
 use std::collections::BTreeMap;
+use std::path::PathBuf;
 
 use serde_json::Value;
 
+use super::{Identity, Settings, Sourced};
 use crate::error::Error;
+/// No setting may hold one: YAML 1.1 (cloud-init), shells and log readers treat several of them
+/// as line breaks. The same characters `text::escape_remote` escapes.
+pub use crate::text::is_control_or_separator;
 
 pub fn parse_bool(s: &str) -> Option<bool> {
     match s.trim().to_ascii_lowercase().as_str() {
@@ -12,6 +18,101 @@ pub fn parse_bool(s: &str) -> Option<bool> {
         "0" | "false" | "no" | "off" | "" => Some(false),
         _ => None,
     }
+}
+
+pub(super) fn is_https(url: &str) -> bool {
+    url.trim().to_ascii_lowercase().starts_with("https://")
+}
+
+/// 64 hex digits (`sha256sum` prints them).
+pub(super) fn validate_sha256(s: &str) -> Result<(), String> {
+    let s = s.trim();
+    if s.len() == 64 && s.chars().all(|c| c.is_ascii_hexdigit()) {
+        Ok(())
+    } else {
+        Err("must be a SHA-256 as 64 hex digits (`sha256sum install_linux_azcmagent.sh`)".into())
+    }
+}
+
+/// An existing regular file named *.deb or *.rpm, made absolute.
+pub(super) fn validate_agent_package(s: &str) -> Result<PathBuf, String> {
+    let p = PathBuf::from(s.trim());
+    if super::PackageKind::of(&p).is_none() {
+        return Err("must be a .deb or .rpm file (the azcmagent package)".into());
+    }
+    std::path::absolute(&p).map_err(|e| format!("cannot be made absolute: {e}"))
+}
+
+/// The local files a setting names must exist on this machine: `--agent-package`. Checked right
+/// after `resolve` by every command that runs here (not by `user-data`, whose settings are for
+/// another machine), before any network call.
+pub fn check_local_files(s: &Settings) -> Result<(), Error> {
+    if let Some(p) = &s.agent_package {
+        let bad = match std::fs::metadata(&p.value) {
+            Ok(m) if m.is_file() => None,
+            Ok(_) => Some("is not a regular file".to_string()),
+            Err(e) => Some(format!("cannot be read: {e}")),
+        };
+        if let Some(reason) = bad {
+            return Err(Error::invalid(
+                "agent_package",
+                p.value.display().to_string(),
+                &p.source,
+                reason,
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// No setting holds a control character or line separator (they would break the lines of the
+/// user-data YAML, the agent's command line, the logs). Values with stricter rules (GUIDs, the
+/// location, resource ids) are already checked; this covers the free text.
+pub(super) fn check_free_text(s: &Settings) -> Result<(), Error> {
+    let strs: [(&str, Option<&Sourced<String>>); 10] = [
+        ("subscription_id", s.subscription_id.as_ref()),
+        ("resource_group", s.resource_group.as_ref()),
+        ("tenant_id", s.tenant_id.as_ref()),
+        ("location", s.location.as_ref()),
+        ("resource_name", Some(&s.resource_name)),
+        ("correlation_id", s.correlation_id.as_ref()),
+        ("imds_endpoint", Some(&s.imds_endpoint)),
+        ("arm_endpoint", Some(&s.arm_endpoint)),
+        ("agent_installer_url", Some(&s.agent_installer_url)),
+        ("azcmagent", s.azcmagent.as_ref()),
+    ];
+    for (name, v) in strs.into_iter() {
+        if let Some(v) = v {
+            check_text(name, &v.value, &v.source)?;
+        }
+    }
+    for (name, v) in [
+        ("private_link_scope", &s.private_link_scope),
+        ("gateway_id", &s.gateway_id),
+    ] {
+        if let Some(v) = v {
+            check_text(name, &v.value, &v.source)?;
+        }
+    }
+    for (k, v) in &s.tags.value {
+        check_text("tags", &format!("{k}={v}"), &s.tags.source)?;
+    }
+    for (name, p) in [("state_dir", &s.state_dir), ("sysroot", &s.sysroot)] {
+        check_text(name, &p.value.to_string_lossy(), &p.source)?;
+    }
+    if let Some(p) = &s.config_file {
+        check_text("config", &p.to_string_lossy(), "the config file path")?;
+    }
+    if let Some((n, src)) = &s.proxy.no_proxy {
+        check_text("no_proxy", n, src)?;
+    }
+    if let Identity::ResourceId(v) = &s.identity.value {
+        check_text("identity_resource_id", v, &s.identity.source)?;
+    }
+    if let Some(a) = &s.agent {
+        check_json_text("agent", &a.value, &a.source)?;
+    }
+    Ok(())
 }
 
 pub fn validate_guid(s: &str) -> Result<(), String> {
@@ -29,7 +130,7 @@ pub fn validate_guid(s: &str) -> Result<(), String> {
     }
 }
 
-pub(super) fn validate_resource_group(s: &str) -> Result<(), String> {
+pub fn validate_resource_group(s: &str) -> Result<(), String> {
     let ok = !s.is_empty()
         && s.len() <= 90
         && s.chars()
@@ -42,7 +143,7 @@ pub(super) fn validate_resource_group(s: &str) -> Result<(), String> {
     }
 }
 
-pub(super) fn validate_location(s: &str) -> Result<(), String> {
+pub fn validate_location(s: &str) -> Result<(), String> {
     let n = s.trim().to_ascii_lowercase().replace(' ', "");
     let ok = (2..=40).contains(&n.len())
         && n.starts_with(|c: char| c.is_ascii_lowercase())
@@ -197,13 +298,6 @@ pub fn validate_tag(k: &str, v: &str) -> Result<(), String> {
         return Err(format!("tag name {k:?} may not contain < > % & \\ ? /"));
     }
     Ok(())
-}
-
-/// C0 controls (tab and newline included), DEL, C1 controls (U+0085 NEL included) and the Unicode
-/// line and paragraph separators U+2028/U+2029: YAML 1.1 (cloud-init), shells and log readers
-/// treat several of them as line breaks, so no setting may hold one.
-pub fn is_control_or_separator(c: char) -> bool {
-    c.is_control() || c == '\u{2028}' || c == '\u{2029}'
 }
 
 /// Refuse a free-text setting holding a control character or line separator (exit 2), naming the

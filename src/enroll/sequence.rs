@@ -392,12 +392,14 @@ fn reconcile_proxy_url(a: &Agent, settings: &Settings, deadline: &Deadline) -> R
         return Ok(());
     };
     let want = proxy.with_credentials();
+    // What the agent reports is compared as parsed URLs too: an agent that prints the password
+    // encoded differently (%40 vs @) holds the same proxy.
+    let same = |v: &str| {
+        v.trim_end_matches('/') == want.trim_end_matches('/')
+            || crate::azure::proxy::ProxyUrl::parse(v).is_ok_and(|p| p == proxy)
+    };
     match a.config_get("proxy.url", deadline) {
-        Ok(v)
-            if v.as_str()
-                .map(|s| s.trim_end_matches('/') == want.trim_end_matches('/'))
-                .unwrap_or(false) =>
-        {
+        Ok(v) if v.as_str().map(same).unwrap_or(false) => {
             log::info!("agent proxy.url is already {proxy}; leaving it");
             Ok(())
         }
@@ -406,7 +408,7 @@ fn reconcile_proxy_url(a: &Agent, settings: &Settings, deadline: &Deadline) -> R
                 log::info!("cannot read the agent's proxy.url ({e}); setting it");
             }
             log::info!("setting the agent's proxy.url to {proxy} ({rule})");
-            a.config_set("proxy.url", &want, deadline)
+            a.config_set_proxy_url(&proxy, deadline)
                 .map_err(|e| Error::Agent {
                     detail: format!("`azcmagent config set proxy.url {proxy}` failed: {e}"),
                     advice:

@@ -50,18 +50,22 @@ pub fn resolve_target(
         derived.location,
         "IMDS has no instance metadata here (as on Nexus)",
     )?;
-    for (name, v) in [
-        ("subscription_id", &sub),
-        ("resource_group", &rg),
-        ("tenant_id", &tenant),
-        ("location", &location),
-    ] {
+    use crate::config::{validate_guid, validate_location, validate_resource_group};
+    type Check = fn(&str) -> Result<(), String>;
+    let checks: [(&str, &Sourced<String>, Check); 4] = [
+        ("subscription_id", &sub, validate_guid),
+        ("resource_group", &rg, validate_resource_group),
+        ("tenant_id", &tenant, validate_guid),
+        ("location", &location, validate_location),
+    ];
+    // Derived values are checked exactly like configured ones, before they are logged, reach
+    // the agent's argv or the state file: a claim of `--foo bar` must stay a bad value.
+    for (name, v, check) in checks {
+        check(&v.value).map_err(|e| derived_invalid(name, v, &e))?;
         if v.source.starts_with("derived") || v.source.starts_with("IMDS") {
             log::info!("setting {name} = {} ({})", v.value, v.source);
         }
     }
-    crate::config::validate_guid(&sub.value)
-        .map_err(|e| Error::invalid("subscription_id", &sub.value, &sub.source, e))?;
     let name = render_resource_name(&settings.resource_name, facts)?;
     Ok(Target {
         subscription_id: sub.value,
@@ -79,6 +83,34 @@ pub fn resolve_target(
         gateway_id: settings.gateway_id.as_ref().map(|s| s.value.clone()),
         enable_automatic_upgrade: settings.enable_automatic_upgrade.value,
     })
+}
+
+/// A derived value that fails validation: from a token claim, the token is not to be trusted
+/// (exit 3); from IMDS metadata or configuration, a setting error (exit 2). The value is escaped.
+fn derived_invalid(name: &str, v: &Sourced<String>, reason: &str) -> Error {
+    let shown = crate::text::escape_remote(&v.value);
+    if v.source.contains("claim") {
+        Error::NoToken {
+            detail: format!("{name} {} is {shown:?}, which {reason}", v.source),
+            advice: format!(
+                "set --{} ({}) explicitly, and check that IMDS at the configured endpoint is the \
+                 real one",
+                name.replace('_', "-"),
+                env_name(name)
+            ),
+        }
+    } else {
+        Error::invalid(
+            name,
+            v.value.clone(),
+            &v.source,
+            format!(
+                "{reason}; set --{} ({}) explicitly",
+                name.replace('_', "-"),
+                env_name(name)
+            ),
+        )
+    }
 }
 
 fn env_name(name: &str) -> String {

@@ -164,7 +164,12 @@ fn error_text(body: &str) -> String {
                 Some(v) => v.to_string(),
                 None => String::new(),
             };
-            format!(": {err}: {}", e.error_description.unwrap_or_default())
+            let desc = e.error_description.unwrap_or_default();
+            format!(
+                ": {}: {}",
+                crate::text::escape_remote(&err),
+                crate::text::escape_remote(&desc)
+            )
         }
         _ if body.trim().is_empty() => String::new(),
         _ => format!(": {:?}", body.chars().take(120).collect::<String>()),

@@ -78,8 +78,29 @@ pub fn decode_claims_str(jwt: &str) -> Result<Claims, String> {
     let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
         .decode(payload.trim_end_matches('='))
         .map_err(|e| format!("the token's payload is not base64url: {e}"))?;
-    serde_json::from_slice(&bytes)
-        .map_err(|e| format!("the token's payload is not a JSON object of claims: {e}"))
+    let mut c: Claims = serde_json::from_slice(&bytes)
+        .map_err(|e| format!("the token's payload is not a JSON object of claims: {e}"))?;
+    // Claims are remote text: escaped once here, so no log line, result line or derived value
+    // ever holds a control character or line separator from them. A valid GUID, resource id
+    // or URL has none, so validation still sees every bad value as bad.
+    for v in [
+        &mut c.tid,
+        &mut c.oid,
+        &mut c.appid,
+        &mut c.xms_mirid,
+        &mut c.xms_az_rid,
+        &mut c.aud,
+        &mut c.iss,
+        &mut c.idtyp,
+    ]
+    .into_iter()
+    .flatten()
+    {
+        if let std::borrow::Cow::Owned(e) = crate::text::escape_remote(v) {
+            *v = e;
+        }
+    }
+    Ok(c)
 }
 
 /// Which kind of identity a token was issued to, from `xms_mirid` (FACTS §6).
@@ -264,5 +285,14 @@ mod tests {
         assert_eq!(identity_kind(&ua), IdentityKind::UserAssigned);
         assert_eq!(identity_kind(&sa), IdentityKind::SystemAssigned);
         assert_eq!(identity_kind(&Claims::default()), IdentityKind::Unknown);
+    }
+
+    #[test]
+    fn claims_are_escaped_when_decoded() {
+        let payload = base64::engine::general_purpose::URL_SAFE_NO_PAD
+            .encode(r#"{"tid":"a\nERROR b\u001b[31m\u2028","oid":"plain"}"#);
+        let c = decode_claims_str(&format!("h.{payload}.s")).unwrap();
+        assert_eq!(c.tid.as_deref(), Some("a\\nERROR b\\u{001b}[31m\\u{2028}"));
+        assert_eq!(c.oid.as_deref(), Some("plain"));
     }
 }
