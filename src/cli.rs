@@ -351,10 +351,30 @@ impl Sources {
     }
 }
 
+/// The first `ARC_ENROLL_*` variable whose value is not UTF-8, as a usage error naming it (the
+/// value shown escaped, never as raw bytes). Checked before the command line is parsed.
+pub fn non_utf8_setting(
+    vars: impl Iterator<Item = (std::ffi::OsString, std::ffi::OsString)>,
+) -> Option<crate::error::Error> {
+    use std::os::unix::ffi::OsStrExt;
+    vars.filter(|(k, v)| k.as_bytes().starts_with(b"ARC_ENROLL_") && v.to_str().is_none())
+        .map(|(k, v)| {
+            let name = String::from_utf8_lossy(k.as_bytes()).into_owned();
+            let shown = v.as_bytes().escape_ascii().to_string();
+            crate::error::Error::invalid(
+                name.clone(),
+                shown,
+                format!("environment {}", crate::text::escape_remote(&name)),
+                "is not valid UTF-8; set it to plain text (or unset it)",
+            )
+        })
+        .next()
+}
+
 /// Parse the process's arguments (exits with clap's usage message and code 2 on bad usage).
 pub fn parse() -> Cli {
     // clap would say only "invalid UTF-8 was detected"; name the variable instead.
-    if let Some(err) = crate::config::non_utf8_setting(std::env::vars_os()) {
+    if let Some(err) = non_utf8_setting(std::env::vars_os()) {
         eprintln!("arc-enroll: {err}");
         crate::output::set_json(std::env::args_os().any(|a| a == "--json"));
         crate::output::print_failure(&err);

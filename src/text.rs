@@ -4,9 +4,9 @@
 
 use std::borrow::Cow;
 
-/// Whether `c` must not reach a log line as itself: C0/C1 controls (ESC, CR, LF, NEL U+0085 …),
-/// DEL, and the Unicode line/paragraph separators U+2028/U+2029.
-fn is_unsafe(c: char) -> bool {
+/// Whether `c` must not reach a log line (or a setting) as itself: C0/C1 controls (ESC, CR, LF,
+/// tab, NEL U+0085 …), DEL, and the Unicode line/paragraph separators U+2028/U+2029.
+pub fn is_control_or_separator(c: char) -> bool {
     c.is_control() || c == '\u{2028}' || c == '\u{2029}'
 }
 
@@ -14,7 +14,7 @@ fn is_unsafe(c: char) -> bool {
 /// Backslashes are kept as they are (Windows paths and JSON escapes stay readable): an escape can
 /// look like an original backslash sequence, which is harmless for a log reader.
 pub fn escape_remote(s: &str) -> Cow<'_, str> {
-    if !s.chars().any(is_unsafe) {
+    if !s.chars().any(is_control_or_separator) {
         return Cow::Borrowed(s);
     }
     let mut out = String::with_capacity(s.len() + 8);
@@ -23,7 +23,7 @@ pub fn escape_remote(s: &str) -> Cow<'_, str> {
             '\n' => out.push_str("\\n"),
             '\r' => out.push_str("\\r"),
             '\t' => out.push_str("\\t"),
-            c if is_unsafe(c) => out.push_str(&format!("\\u{{{:04x}}}", c as u32)),
+            c if is_control_or_separator(c) => out.push_str(&format!("\\u{{{:04x}}}", c as u32)),
             c => out.push(c),
         }
     }
@@ -58,7 +58,7 @@ mod tests {
             e,
             "a\\nERROR x\\u{001b}[31m\\r\\u{0085}\\u{2028}\\u{2029}\\u{007f}\\u{0000}b"
         );
-        assert!(!e.chars().any(is_unsafe));
+        assert!(!e.chars().any(is_control_or_separator));
     }
 
     #[test]

@@ -5,8 +5,8 @@ mod common;
 
 use std::time::Duration;
 
-use arc_enroll::http::Http;
-use arc_enroll::proxy::{ProxyConfig, ProxyUrl};
+use arc_enroll::azure::http::Http;
+use arc_enroll::azure::proxy::{ProxyConfig, ProxyUrl};
 use common::*;
 
 #[test]

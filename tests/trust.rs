@@ -810,7 +810,7 @@ fn user_data_carries_the_installer_pin_and_override() {
     .unwrap();
     let s = arc_enroll::config::resolve(&cli.opts, &cli.sources, &arc_enroll::config::Env::new())
         .unwrap();
-    let (v, _) = arc_enroll::userdata::config_json(&s);
+    let (v, _) = arc_enroll::commands::userdata::config_json(&s);
     assert_eq!(v["agent_installer_sha256"], "ab".repeat(32));
     assert_eq!(v["allow_insecure_installer"], true);
     assert_eq!(v["agent_installer_url"], "http://10.0.0.1/install.sh");

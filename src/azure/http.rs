@@ -7,10 +7,12 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
-use ureq::tls::{Certificate, PemItem, RootCerts, TlsConfig};
+use rustls_pki_types::pem::PemObject;
+use rustls_pki_types::CertificateDer;
+use ureq::tls::{Certificate, RootCerts, TlsConfig};
 use ureq::Agent;
 
-use crate::proxy::{ProxyConfig, ProxyUrl, Route};
+use crate::azure::proxy::{ProxyConfig, ProxyUrl, Route};
 
 /// Responses larger than this are cut off (IMDS and ARM answers are a few KiB).
 const MAX_BODY_BYTES: u64 = 4 << 20;
@@ -394,12 +396,11 @@ fn load_tls() -> Result<TlsConfig, String> {
         .build())
 }
 
+/// The certificates in a PEM file (other sections and unreadable ones are skipped).
 fn read_pem(path: &std::path::Path, out: &mut Vec<Certificate<'static>>) -> std::io::Result<()> {
     let data = std::fs::read(path)?;
-    for item in ureq::tls::parse_pem(&data).flatten() {
-        if let PemItem::Certificate(c) = item {
-            out.push(c);
-        }
+    for der in CertificateDer::pem_slice_iter(&data).flatten() {
+        out.push(Certificate::from_der(&der).to_owned());
     }
     Ok(())
 }

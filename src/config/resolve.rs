@@ -1,280 +1,24 @@
-//! The resolved settings, each value with where it came from, and their validation.
-//!
-//! Precedence (CONTRACT §2): flag > `ARC_ENROLL_*` > the seed flow's variable > config file >
-//! derived value > default. Flags and `ARC_ENROLL_*` arrive through clap (`cli::Opts`); the seed
-//! flow's variables, the config file and `/etc/environment` are read here. Derived values (from the
-//! token and IMDS) are filled in later by `fill_derived`. Every bad value is an
-//! `Error::InvalidSetting` naming the setting, the value and its source, before any network call.
+//! Precedence: each setting from the flag, `ARC_ENROLL_*`, the seed flow's variable, the config
+//! file, or its default, validated where it is read (CONTRACT §2).
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::time::Duration;
 
-use serde::Deserialize;
-use serde_json::Value;
-
+use super::file::{load_config_file, FileConfig};
+use super::template::validate_template;
+use super::validate::*;
+use super::*;
+use crate::azure::proxy::{ProxyConfig, ProxyUrl};
 use crate::cli::{Opts, Sources};
 use crate::error::Error;
-use crate::proxy::{ProxyConfig, ProxyUrl};
-use crate::retry::parse_duration;
-
-pub const DEFAULT_CONFIG_FILE: &str = "/etc/arc-enroll/config.json";
-pub const DEFAULT_STATE_DIR: &str = "/var/lib/arc-enroll";
-pub const DEFAULT_IMDS_ENDPOINT: &str = "http://169.254.169.254";
-pub const DEFAULT_AGENT_INSTALLER_URL: &str = "https://aka.ms/azcmagent";
-pub const DEFAULT_RESOURCE_NAME: &str = "{hostname}";
-pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(15 * 60);
-
-/// A value and where it came from ("flag --location", "config file /etc/...: location", ...).
-#[derive(Clone, Debug, PartialEq)]
-pub struct Sourced<T> {
-    pub value: T,
-    pub source: String,
-}
-
-impl<T> Sourced<T> {
-    pub fn new(value: T, source: impl Into<String>) -> Sourced<T> {
-        Sourced {
-            value,
-            source: source.into(),
-        }
-    }
-}
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Cloud {
-    AzureCloud,
-    AzureUSGovernment,
-    AzureChinaCloud,
-}
-
-impl Cloud {
-    pub fn parse(s: &str) -> Option<Cloud> {
-        match s.trim().to_ascii_lowercase().as_str() {
-            "azurecloud" | "azurepubliccloud" | "public" => Some(Cloud::AzureCloud),
-            "azureusgovernment" | "azureusgovernmentcloud" | "usgov" => {
-                Some(Cloud::AzureUSGovernment)
-            }
-            "azurechinacloud" | "china" => Some(Cloud::AzureChinaCloud),
-            _ => None,
-        }
-    }
-
-    /// The name azcmagent's `--cloud` takes.
-    pub fn name(self) -> &'static str {
-        match self {
-            Cloud::AzureCloud => "AzureCloud",
-            Cloud::AzureUSGovernment => "AzureUSGovernment",
-            Cloud::AzureChinaCloud => "AzureChinaCloud",
-        }
-    }
-
-    /// ARM's base URL (FACTS §7).
-    pub fn arm_endpoint(self) -> &'static str {
-        match self {
-            Cloud::AzureCloud => "https://management.azure.com",
-            Cloud::AzureUSGovernment => "https://management.usgovcloudapi.net",
-            Cloud::AzureChinaCloud => "https://management.chinacloudapi.cn",
-        }
-    }
-
-    /// The resource we ask IMDS for; it becomes the token's `aud`.
-    pub fn token_resource(self) -> &'static str {
-        match self {
-            Cloud::AzureCloud => "https://management.azure.com/",
-            Cloud::AzureUSGovernment => "https://management.usgovcloudapi.net/",
-            Cloud::AzureChinaCloud => "https://management.chinacloudapi.cn/",
-        }
-    }
-
-    /// Audiences ARM accepts (FACTS §7: the resource-manager URL and the legacy core URL).
-    pub fn accepted_audiences(self) -> &'static [&'static str] {
-        match self {
-            Cloud::AzureCloud => &[
-                "https://management.azure.com/",
-                "https://management.core.windows.net/",
-            ],
-            Cloud::AzureUSGovernment => &[
-                "https://management.usgovcloudapi.net/",
-                "https://management.core.usgovcloudapi.net/",
-            ],
-            Cloud::AzureChinaCloud => &[
-                "https://management.chinacloudapi.cn/",
-                "https://management.core.chinacloudapi.cn/",
-            ],
-        }
-    }
-
-    /// Hosts the agent must reach (FACTS §7 and §9; network requirements).
-    pub fn required_endpoints(self) -> &'static [&'static str] {
-        match self {
-            Cloud::AzureCloud => &[
-                "https://management.azure.com/",
-                "https://login.microsoftonline.com/",
-                "https://login.windows.net/",
-                "https://pas.windows.net/",
-                "https://gbl.his.arc.azure.com/",
-                "https://guestconfiguration.azure.com/",
-            ],
-            Cloud::AzureUSGovernment => &[
-                "https://management.usgovcloudapi.net/",
-                "https://login.microsoftonline.us/",
-                "https://pasff.usgovcloudapi.net/",
-                "https://gbl.his.arc.azure.us/",
-                "https://guestconfiguration.azure.us/",
-            ],
-            Cloud::AzureChinaCloud => &[
-                "https://management.chinacloudapi.cn/",
-                "https://login.chinacloudapi.cn/",
-                "https://pas.chinacloudapi.cn/",
-                "https://gbl.his.arc.azure.cn/",
-                "https://guestconfiguration.azure.cn/",
-            ],
-        }
-    }
-}
-
-/// Which managed identity to ask IMDS for.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Identity {
-    SystemAssigned,
-    ResourceId(String),
-    ClientId(String),
-    ObjectId(String),
-}
-
-impl Identity {
-    /// The IMDS query parameter selecting this identity (FACTS §5.1).
-    pub fn query_param(&self) -> Option<(&'static str, &str)> {
-        match self {
-            Identity::SystemAssigned => None,
-            Identity::ResourceId(v) => Some(("msi_res_id", v)),
-            Identity::ClientId(v) => Some(("client_id", v)),
-            Identity::ObjectId(v) => Some(("object_id", v)),
-        }
-    }
-
-    pub fn describe(&self) -> String {
-        match self {
-            Identity::SystemAssigned => "the system-assigned identity".into(),
-            Identity::ResourceId(v) => format!("the user-assigned identity {v}"),
-            Identity::ClientId(v) => format!("the user-assigned identity with client id {v}"),
-            Identity::ObjectId(v) => format!("the user-assigned identity with object id {v}"),
-        }
-    }
-
-    /// For the state file: "system-assigned" or "user-assigned msi_res_id=...".
-    pub fn label(&self) -> String {
-        match self.query_param() {
-            None => "system-assigned".into(),
-            Some((k, v)) => format!("user-assigned {k}={v}"),
-        }
-    }
-}
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum ClonePolicy {
-    Reconnect,
-    Fail,
-    Ignore,
-}
-
-impl ClonePolicy {
-    pub fn name(self) -> &'static str {
-        match self {
-            ClonePolicy::Reconnect => "reconnect",
-            ClonePolicy::Fail => "fail",
-            ClonePolicy::Ignore => "ignore",
-        }
-    }
-}
-
-/// Everything a command needs, resolved and validated.
-#[derive(Clone, Debug)]
-pub struct Settings {
-    pub subscription_id: Option<Sourced<String>>,
-    pub resource_group: Option<Sourced<String>>,
-    pub tenant_id: Option<Sourced<String>>,
-    pub location: Option<Sourced<String>>,
-    /// The template, not yet rendered (see `render_resource_name`).
-    pub resource_name: Sourced<String>,
-    pub tags: Sourced<BTreeMap<String, String>>,
-    pub cloud: Sourced<Cloud>,
-    pub private_link_scope: Option<Sourced<String>>,
-    pub correlation_id: Option<Sourced<String>>,
-    pub gateway_id: Option<Sourced<String>>,
-    pub enable_automatic_upgrade: Sourced<bool>,
-    pub identity: Sourced<Identity>,
-    pub proxy: ProxyConfig,
-    pub clone_policy: Sourced<ClonePolicy>,
-    pub reconnect_on_change: Sourced<bool>,
-    pub install_agent: Sourced<bool>,
-    pub timeout: Sourced<Duration>,
-    pub token_on_command_line: Sourced<bool>,
-    pub config_file: Option<PathBuf>,
-    pub imds_endpoint: Sourced<String>,
-    pub arm_endpoint: Sourced<String>,
-    /// An explicit agent path; `None` means search PATH, then /opt/azcmagent/bin/azcmagent.
-    pub azcmagent: Option<Sourced<String>>,
-    pub agent_installer_url: Sourced<String>,
-    /// The pinned SHA-256 of the installer script, lower-case hex.
-    pub agent_installer_sha256: Option<Sourced<String>>,
-    pub allow_insecure_installer: Sourced<bool>,
-    /// A local agent package (.deb/.rpm) that `--install-agent` installs instead of downloading.
-    pub agent_package: Option<Sourced<PathBuf>>,
-    pub state_dir: Sourced<PathBuf>,
-    pub sysroot: Sourced<PathBuf>,
-    /// The agent's local settings (`agent` object in the config file), validated by `agent_settings`.
-    pub agent: Option<Sourced<serde_json::Value>>,
-}
-
-/// The config file's shape. Unknown keys are errors.
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct FileConfig {
-    subscription_id: Option<String>,
-    resource_group: Option<String>,
-    tenant_id: Option<String>,
-    location: Option<String>,
-    resource_name: Option<String>,
-    tags: Option<BTreeMap<String, String>>,
-    cloud: Option<String>,
-    private_link_scope: Option<String>,
-    correlation_id: Option<String>,
-    gateway_id: Option<String>,
-    enable_automatic_upgrade: Option<bool>,
-    identity: Option<FileIdentity>,
-    proxy: Option<String>,
-    no_proxy: Option<String>,
-    clone_policy: Option<String>,
-    reconnect_on_change: Option<bool>,
-    install_agent: Option<bool>,
-    timeout: Option<String>,
-    token_on_command_line: Option<bool>,
-    imds_endpoint: Option<String>,
-    arm_endpoint: Option<String>,
-    azcmagent: Option<String>,
-    agent_installer_url: Option<String>,
-    agent_installer_sha256: Option<String>,
-    allow_insecure_installer: Option<bool>,
-    agent_package: Option<String>,
-    state_dir: Option<String>,
-    agent: Option<serde_json::Value>,
-}
-
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct FileIdentity {
-    resource_id: Option<String>,
-    client_id: Option<String>,
-    object_id: Option<String>,
-}
+use crate::timefmt::parse_duration;
 
 /// The process environment as a map, so resolution is a pure function in tests.
 pub type Env = BTreeMap<String, String>;
 
 /// Variables whose value is not UTF-8 are left out (`std::env::vars` would panic on them): ours
-/// (`ARC_ENROLL_*`) were refused earlier by [`non_utf8_setting`]; others are none of our business.
+/// (`ARC_ENROLL_*`) were refused earlier by [`crate::cli::non_utf8_setting`]; others are none of
+/// our business.
 pub fn process_env() -> Env {
     env_from(std::env::vars_os())
 }
@@ -284,32 +28,7 @@ fn env_from(vars: impl Iterator<Item = (std::ffi::OsString, std::ffi::OsString)>
         .collect()
 }
 
-/// The first `ARC_ENROLL_*` variable whose value is not UTF-8, as a usage error naming it (the
-/// value shown escaped, never as raw bytes). Checked before the command line is parsed.
-pub fn non_utf8_setting(
-    vars: impl Iterator<Item = (std::ffi::OsString, std::ffi::OsString)>,
-) -> Option<Error> {
-    use std::os::unix::ffi::OsStrExt;
-    vars.filter(|(k, v)| k.as_bytes().starts_with(b"ARC_ENROLL_") && v.to_str().is_none())
-        .map(|(k, v)| {
-            let name = String::from_utf8_lossy(k.as_bytes()).into_owned();
-            let shown = v.as_bytes().escape_ascii().to_string();
-            Error::invalid(
-                name.clone(),
-                shown,
-                format!("environment {}", crate::text::escape_remote(&name)),
-                "is not valid UTF-8; set it to plain text (or unset it)",
-            )
-        })
-        .next()
-}
-
 /// Resolve and validate all settings. No network; reads the config file and /etc/environment.
-/// A config file larger than this is refused (a real one is a few hundred bytes).
-pub const MAX_CONFIG_BYTES: u64 = 1 << 20;
-/// Small machine files (hostname, /etc/environment) are read up to this size.
-const MAX_SMALL_FILE_BYTES: u64 = 64 * 1024;
-
 pub fn resolve(opts: &Opts, sources: &Sources, env: &Env) -> Result<Settings, Error> {
     let r = Resolver::new(opts, sources, env)?;
     let s = r.settings()?;
@@ -317,57 +36,7 @@ pub fn resolve(opts: &Opts, sources: &Sources, env: &Env) -> Result<Settings, Er
     Ok(s)
 }
 
-/// No setting holds a control character or line separator (they would break the lines of the
-/// user-data YAML, the agent's command line, the logs). Values with stricter rules (GUIDs, the
-/// location, resource ids) are already checked; this covers the free text.
-fn check_free_text(s: &Settings) -> Result<(), Error> {
-    let strs: [(&str, Option<&Sourced<String>>); 10] = [
-        ("subscription_id", s.subscription_id.as_ref()),
-        ("resource_group", s.resource_group.as_ref()),
-        ("tenant_id", s.tenant_id.as_ref()),
-        ("location", s.location.as_ref()),
-        ("resource_name", Some(&s.resource_name)),
-        ("correlation_id", s.correlation_id.as_ref()),
-        ("imds_endpoint", Some(&s.imds_endpoint)),
-        ("arm_endpoint", Some(&s.arm_endpoint)),
-        ("agent_installer_url", Some(&s.agent_installer_url)),
-        ("azcmagent", s.azcmagent.as_ref()),
-    ];
-    for (name, v) in strs.into_iter() {
-        if let Some(v) = v {
-            check_text(name, &v.value, &v.source)?;
-        }
-    }
-    for (name, v) in [
-        ("private_link_scope", &s.private_link_scope),
-        ("gateway_id", &s.gateway_id),
-    ] {
-        if let Some(v) = v {
-            check_text(name, &v.value, &v.source)?;
-        }
-    }
-    for (k, v) in &s.tags.value {
-        check_text("tags", &format!("{k}={v}"), &s.tags.source)?;
-    }
-    for (name, p) in [("state_dir", &s.state_dir), ("sysroot", &s.sysroot)] {
-        check_text(name, &p.value.to_string_lossy(), &p.source)?;
-    }
-    if let Some(p) = &s.config_file {
-        check_text("config", &p.to_string_lossy(), "the config file path")?;
-    }
-    if let Some((n, src)) = &s.proxy.no_proxy {
-        check_text("no_proxy", n, src)?;
-    }
-    if let Identity::ResourceId(v) = &s.identity.value {
-        check_text("identity_resource_id", v, &s.identity.source)?;
-    }
-    if let Some(a) = &s.agent {
-        check_json_text("agent", &a.value, &a.source)?;
-    }
-    Ok(())
-}
-
-struct Resolver<'a> {
+pub(super) struct Resolver<'a> {
     opts: &'a Opts,
     sources: &'a Sources,
     env: &'a Env,
@@ -377,7 +46,7 @@ struct Resolver<'a> {
 }
 
 /// Candidate value: (value, source).
-type Cand = Option<(String, String)>;
+pub(super) type Cand = Option<(String, String)>;
 
 impl<'a> Resolver<'a> {
     fn new(opts: &'a Opts, sources: &'a Sources, env: &'a Env) -> Result<Resolver<'a>, Error> {
@@ -432,7 +101,7 @@ impl<'a> Resolver<'a> {
             MAX_SMALL_FILE_BYTES,
         )
         .ok()?;
-        let vars = crate::proxy::parse_etc_environment(&content);
+        let vars = crate::azure::proxy::parse_etc_environment(&content);
         names.iter().find_map(|n| {
             vars.get(*n)
                 .filter(|v| !v.trim().is_empty())
@@ -705,6 +374,8 @@ impl<'a> Resolver<'a> {
             install_agent,
             timeout,
             token_on_command_line,
+            token_source: Sourced::new(TokenSourceKind::Imds, "default"),
+            enroll_path: Sourced::new(EnrollPathKind::AgentToken, "default"),
             config_file: self.file_path.clone(),
             imds_endpoint,
             arm_endpoint,
@@ -743,7 +414,7 @@ impl<'a> Resolver<'a> {
     ) -> Result<Sourced<String>, Error> {
         match self.flag(id, flag).or_else(|| self.file(id, file)) {
             Some((v, src)) => {
-                if crate::proxy::split_url(&v).is_none() {
+                if crate::azure::proxy::split_url(&v).is_none() {
                     return Err(Error::invalid(
                         id,
                         v,
@@ -858,74 +529,7 @@ impl<'a> Resolver<'a> {
     }
 }
 
-fn load_config_file(
-    opts: &Opts,
-    sources: &Sources,
-) -> Result<(FileConfig, Option<PathBuf>), Error> {
-    let (path, explicit) = match &opts.config {
-        Some(p) if p.is_empty() => return Ok((FileConfig::default(), None)),
-        Some(p) => (PathBuf::from(p), true),
-        None => (PathBuf::from(DEFAULT_CONFIG_FILE), false),
-    };
-    let source = || {
-        if explicit {
-            sources.describe("config")
-        } else {
-            "default".into()
-        }
-    };
-    // Regular files only, opened without waiting (a FIFO would block until a writer comes, past
-    // every deadline and signal), and bounded.
-    let text = match crate::fsafe::read_regular(&path, MAX_CONFIG_BYTES, true) {
-        Ok(t) => String::from_utf8(t).map_err(|_| {
-            Error::invalid(
-                "config",
-                path.display().to_string(),
-                source(),
-                "the config file is not UTF-8 text",
-            )
-        })?,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound && !explicit => {
-            return Ok((FileConfig::default(), None))
-        }
-        Err(e) => {
-            return Err(Error::invalid(
-                "config",
-                path.display().to_string(),
-                source(),
-                format!("cannot read the config file: {e}"),
-            ))
-        }
-    };
-    // It may hold a proxy password and decides what runs as root: nobody but root (or us) may be
-    // able to change it (sshd StrictModes).
-    if let Err(why) = crate::fsafe::untrusted(&path) {
-        return Err(Error::invalid(
-            "config",
-            path.display().to_string(),
-            source(),
-            format!(
-                "refusing a config file another user could change: {why}; \
-                 make it and its directories owned by root and not group- or world-writable"
-            ),
-        ));
-    }
-    let file: FileConfig = serde_json::from_str(&text).map_err(|e| {
-        Error::invalid(
-            "config",
-            path.display().to_string(),
-            if explicit {
-                sources.describe("config")
-            } else {
-                "default".into()
-            },
-            format!("not a valid arc-enroll config file: {e}"),
-        )
-    })?;
-    Ok((file, Some(path)))
-}
-
-fn validated(
+pub(super) fn validated(
     (v, src): (String, String),
     name: &str,
     check: impl Fn(&str) -> Result<(), String>,
@@ -936,7 +540,7 @@ fn validated(
     }
 }
 
-fn normalize(name: &str, v: &str) -> String {
+pub(super) fn normalize(name: &str, v: &str) -> String {
     let v = v.trim();
     match name {
         "subscription_id" | "tenant_id" | "correlation_id" | "agent_installer_sha256" => {
@@ -947,477 +551,9 @@ fn normalize(name: &str, v: &str) -> String {
     }
 }
 
-pub fn parse_bool(s: &str) -> Option<bool> {
-    match s.trim().to_ascii_lowercase().as_str() {
-        "1" | "true" | "yes" | "on" => Some(true),
-        "0" | "false" | "no" | "off" | "" => Some(false),
-        _ => None,
-    }
-}
-
-fn is_https(url: &str) -> bool {
-    url.trim().to_ascii_lowercase().starts_with("https://")
-}
-
-/// 64 hex digits (`sha256sum` prints them).
-fn validate_sha256(s: &str) -> Result<(), String> {
-    let s = s.trim();
-    if s.len() == 64 && s.chars().all(|c| c.is_ascii_hexdigit()) {
-        Ok(())
-    } else {
-        Err("must be a SHA-256 as 64 hex digits (`sha256sum install_linux_azcmagent.sh`)".into())
-    }
-}
-
-/// An existing regular file named *.deb or *.rpm, made absolute.
-fn validate_agent_package(s: &str) -> Result<PathBuf, String> {
-    let p = PathBuf::from(s.trim());
-    if crate::install::PackageKind::of(&p).is_none() {
-        return Err("must be a .deb or .rpm file (the azcmagent package)".into());
-    }
-    std::path::absolute(&p).map_err(|e| format!("cannot be made absolute: {e}"))
-}
-
-/// The local files a setting names must exist on this machine: `--agent-package`. Checked right
-/// after `resolve` by every command that runs here (not by `user-data`, whose settings are for
-/// another machine), before any network call.
-pub fn check_local_files(s: &Settings) -> Result<(), Error> {
-    if let Some(p) = &s.agent_package {
-        let bad = match std::fs::metadata(&p.value) {
-            Ok(m) if m.is_file() => None,
-            Ok(_) => Some("is not a regular file".to_string()),
-            Err(e) => Some(format!("cannot be read: {e}")),
-        };
-        if let Some(reason) = bad {
-            return Err(Error::invalid(
-                "agent_package",
-                p.value.display().to_string(),
-                &p.source,
-                reason,
-            ));
-        }
-    }
-    Ok(())
-}
-
-pub fn validate_guid(s: &str) -> Result<(), String> {
-    let s = s.trim();
-    let groups: Vec<&str> = s.split('-').collect();
-    let ok = groups.len() == 5
-        && groups
-            .iter()
-            .zip([8, 4, 4, 4, 12])
-            .all(|(g, n)| g.len() == n && g.chars().all(|c| c.is_ascii_hexdigit()));
-    if ok {
-        Ok(())
-    } else {
-        Err("must be a GUID like 00000000-0000-0000-0000-000000000000".into())
-    }
-}
-
-pub fn validate_resource_group(s: &str) -> Result<(), String> {
-    let ok = !s.is_empty()
-        && s.len() <= 90
-        && s.chars()
-            .all(|c| c.is_alphanumeric() || "-_.()".contains(c))
-        && !s.ends_with('.');
-    if ok {
-        Ok(())
-    } else {
-        Err("a resource group name has 1-90 letters, digits, '-', '_', '.', '(' or ')' and does not end with '.'".into())
-    }
-}
-
-pub fn validate_location(s: &str) -> Result<(), String> {
-    let n = s.trim().to_ascii_lowercase().replace(' ', "");
-    let ok = (2..=40).contains(&n.len())
-        && n.starts_with(|c: char| c.is_ascii_lowercase())
-        && n.chars()
-            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit());
-    if ok {
-        Ok(())
-    } else {
-        Err("must be an Azure region name such as westeurope or eastus2 (`az account list-locations -o table`)".into())
-    }
-}
-
-/// `/subscriptions/<guid>/resourceGroups/<rg>/providers/<Namespace>/<type>/<name>`, checked
-/// case-insensitively (ARM casing is inconsistent, FACTS §6).
-pub fn validate_resource_id(s: &str, provider_type: &str) -> Result<(), String> {
-    let want =
-        format!("/subscriptions/<guid>/resourceGroups/<group>/providers/{provider_type}/<name>");
-    let parts: Vec<&str> = s.trim().trim_end_matches('/').split('/').collect();
-    let pt: Vec<&str> = provider_type.split('/').collect();
-    let ok = parts.len() == 9
-        && parts[0].is_empty()
-        && parts[1].eq_ignore_ascii_case("subscriptions")
-        && validate_guid(parts[2]).is_ok()
-        && parts[3].eq_ignore_ascii_case("resourcegroups")
-        && validate_resource_group(parts[4]).is_ok()
-        && parts[5].eq_ignore_ascii_case("providers")
-        && parts[6].eq_ignore_ascii_case(pt[0])
-        && parts[7].eq_ignore_ascii_case(pt[1])
-        && !parts[8].is_empty();
-    if ok {
-        Ok(())
-    } else {
-        Err(format!("must be a resource id of the form {want}"))
-    }
-}
-
-/// The parts of an ARM resource id: (subscription, resource group, provider namespace/type, name).
-pub fn parse_resource_id(s: &str) -> Option<(String, String, String, String)> {
-    let parts: Vec<&str> = s.trim().trim_end_matches('/').split('/').collect();
-    if parts.len() >= 9
-        && parts[1].eq_ignore_ascii_case("subscriptions")
-        && parts[3].eq_ignore_ascii_case("resourcegroups")
-        && parts[5].eq_ignore_ascii_case("providers")
-    {
-        Some((
-            parts[2].to_ascii_lowercase(),
-            parts[4].to_string(),
-            format!("{}/{}", parts[6], parts[7]),
-            parts[8].to_string(),
-        ))
-    } else {
-        None
-    }
-}
-
-const TEMPLATE_FIELDS: &[&str] = &["hostname", "vm_uuid", "vm_uuid8", "machine_id8"];
-
-fn validate_template(s: &str) -> Result<(), String> {
-    let mut rest = s;
-    while let Some(i) = rest.find('{') {
-        let Some(j) = rest[i..].find('}') else {
-            return Err("has a '{' without '}'".into());
-        };
-        let field = &rest[i + 1..i + j];
-        if !TEMPLATE_FIELDS.contains(&field) {
-            return Err(format!(
-                "has unknown field {{{field}}}; the fields are {{hostname}}, {{vm_uuid}}, {{vm_uuid8}} and {{machine_id8}}"
-            ));
-        }
-        rest = &rest[i + j + 1..];
-    }
-    if rest.contains('}') {
-        return Err("has a '}' without '{'".into());
-    }
-    if s.trim().is_empty() {
-        return Err("is empty".into());
-    }
-    Ok(())
-}
-
-/// What the resource-name template's fields are on this machine.
-#[derive(Clone, Debug, Default)]
-pub struct MachineFacts {
-    pub hostname: Option<String>,
-    pub product_uuid: Option<String>,
-    pub machine_id: Option<String>,
-}
-
-/// Read the hostname under `sysroot`: `/etc/hostname`, else the kernel's (only when sysroot is /).
-pub fn read_hostname(sysroot: &Path) -> Option<String> {
-    let from = |root: &Path, rel: &str| {
-        crate::fsafe::read_inside(root, Path::new(rel), MAX_SMALL_FILE_BYTES)
-            .map_err(|e| log::debug!("cannot read {rel} under {}: {e}", root.display()))
-            .ok()
-            .map(|s| s.trim().to_string())
-            .filter(|s| !s.is_empty())
-    };
-    from(sysroot, "etc/hostname")
-        .or_else(|| {
-            (sysroot == Path::new("/"))
-                .then(|| from(Path::new("/"), "proc/sys/kernel/hostname"))
-                .flatten()
-        })
-        // Arc resource names cannot hold dots; use the short host name.
-        .map(|h| h.split('.').next().unwrap_or(&h).to_string())
-}
-
-/// Render the resource-name template and check the result is a valid Arc machine name
-/// (letters, digits, '-', '_'; not ending in '-' or '_'; FACTS §1.5 AZCM0102).
-pub fn render_resource_name(
-    template: &Sourced<String>,
-    facts: &MachineFacts,
-) -> Result<String, Error> {
-    let need = |v: &Option<String>, what: &str| -> Result<String, Error> {
-        v.clone().ok_or_else(|| {
-            Error::invalid(
-                "resource_name",
-                &template.value,
-                &template.source,
-                format!(
-                    "needs {what}, which this machine does not have; use another template field"
-                ),
-            )
-        })
-    };
-    let mut out = template.value.clone();
-    if out.contains("{hostname}") {
-        out = out.replace("{hostname}", &need(&facts.hostname, "a hostname")?);
-    }
-    if out.contains("{vm_uuid8}") {
-        let u = need(&facts.product_uuid, "/sys/class/dmi/id/product_uuid")?;
-        out = out.replace("{vm_uuid8}", &u.chars().take(8).collect::<String>());
-    }
-    if out.contains("{vm_uuid}") {
-        out = out.replace(
-            "{vm_uuid}",
-            &need(&facts.product_uuid, "/sys/class/dmi/id/product_uuid")?,
-        );
-    }
-    if out.contains("{machine_id8}") {
-        let m = need(&facts.machine_id, "/etc/machine-id")?;
-        out = out.replace("{machine_id8}", &m.chars().take(8).collect::<String>());
-    }
-    let ok = !out.is_empty()
-        && out.len() <= 54
-        && out
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
-        && !out.ends_with(['-', '_']);
-    if !ok {
-        return Err(Error::invalid(
-            "resource_name",
-            &out,
-            &template.source,
-            "an Arc machine name has 1-54 letters, digits, '-' or '_' and does not end with '-' or '_'; \
-             set --resource-name",
-        ));
-    }
-    Ok(out)
-}
-
-/// Parse `K=V,K2='v w',K3="x,y"` (the agent's --tags form, FACTS §1.2).
-pub fn parse_tags(s: &str) -> Result<BTreeMap<String, String>, String> {
-    let mut tags = BTreeMap::new();
-    let mut chars = s.chars().peekable();
-    loop {
-        let key = read_tag_part(&mut chars, '=')?;
-        match chars.next() {
-            Some('=') => {}
-            _ => {
-                return Err(format!(
-                    "tag {:?} has no '=': write tags as K=V,K2='v w'",
-                    key.trim()
-                ))
-            }
-        }
-        let value = read_tag_part(&mut chars, ',')?;
-        let (k, v) = (key.trim().to_string(), value.trim().to_string());
-        validate_tag(&k, &v)?;
-        if tags.insert(k.clone(), v).is_some() {
-            return Err(format!("tag {k:?} is given twice"));
-        }
-        match chars.next() {
-            Some(',') => continue,
-            None => break,
-            Some(c) => return Err(format!("unexpected {c:?} after tag {k:?}")),
-        }
-    }
-    Ok(tags)
-}
-
-fn read_tag_part(
-    chars: &mut std::iter::Peekable<std::str::Chars>,
-    stop: char,
-) -> Result<String, String> {
-    let mut out = String::new();
-    while let Some(&c) = chars.peek() {
-        if c == stop || (stop == '=' && c == ',') {
-            break;
-        }
-        chars.next();
-        if c == '\'' || c == '"' {
-            let mut closed = false;
-            for q in chars.by_ref() {
-                if q == c {
-                    closed = true;
-                    break;
-                }
-                out.push(q);
-            }
-            if !closed {
-                return Err(format!("unclosed {c} quote in tags"));
-            }
-        } else {
-            out.push(c);
-        }
-    }
-    Ok(out)
-}
-
-/// A tag the agent's `--tags` form (FACTS §1.2: `K=V,K2='v w'`, single quotes only, no escape)
-/// can carry unchanged: no `'` anywhere (it would end the quoting and start another tag), no `=`
-/// in a name (the first `=` ends the name), no surrounding blanks (the agent trims them) and no
-/// control characters or line separators.
-pub fn validate_tag(k: &str, v: &str) -> Result<(), String> {
-    if k.is_empty() {
-        return Err("a tag has an empty name".into());
-    }
-    for (what, s) in [("name", k), ("value", v)] {
-        if let Some(c) = s.chars().find(|&c| is_control_or_separator(c)) {
-            return Err(format!(
-                "tag {k:?}: its {what} holds the control character or line separator {c:?}; tags are one line of text"
-            ));
-        }
-        if s.contains('\'') {
-            return Err(format!(
-                "tag {k:?}: its {what} holds a single quote, which the agent's --tags form (K=V,K2='v w') cannot carry: \
-                 it would end the quoting and start another tag; remove the quote"
-            ));
-        }
-        if s.trim() != s {
-            return Err(format!(
-                "tag {k:?}: its {what} starts or ends with a blank, which the agent trims; remove it"
-            ));
-        }
-    }
-    if k.contains('=') {
-        return Err(format!(
-            "tag name {k:?} holds '=', which the agent's --tags form reads as the end of the name"
-        ));
-    }
-    if k.len() > 512 || v.len() > 256 {
-        return Err(format!(
-            "tag {k:?} is too long (name ≤ 512, value ≤ 256 characters)"
-        ));
-    }
-    if k.contains(['<', '>', '%', '&', '\\', '?', '/']) {
-        return Err(format!("tag name {k:?} may not contain < > % & \\ ? /"));
-    }
-    Ok(())
-}
-
-/// C0 controls (tab and newline included), DEL, C1 controls (U+0085 NEL included) and the Unicode
-/// line and paragraph separators U+2028/U+2029: YAML 1.1 (cloud-init), shells and log readers
-/// treat several of them as line breaks, so no setting may hold one.
-pub fn is_control_or_separator(c: char) -> bool {
-    c.is_control() || c == '\u{2028}' || c == '\u{2029}'
-}
-
-/// Refuse a free-text setting holding a control character or line separator (exit 2), naming the
-/// setting, the value (escaped by the error's `{:?}`) and where it came from.
-pub fn check_text(setting: &str, value: &str, source: &str) -> Result<(), Error> {
-    match value.chars().find(|&c| is_control_or_separator(c)) {
-        None => Ok(()),
-        Some(c) => Err(Error::invalid(
-            setting,
-            value,
-            source,
-            format!(
-                "holds the control character or line separator {c:?}; settings are one line of printable text"
-            ),
-        )),
-    }
-}
-
-/// Every string inside a JSON value (the config file's `agent` section).
-fn check_json_text(setting: &str, v: &Value, source: &str) -> Result<(), Error> {
-    match v {
-        Value::String(s) => check_text(setting, s, source),
-        Value::Array(a) => a
-            .iter()
-            .try_for_each(|x| check_json_text(setting, x, source)),
-        Value::Object(m) => m.iter().try_for_each(|(k, x)| {
-            let name = format!("{setting}.{k}");
-            check_text(&name, k, source)?;
-            check_json_text(&name, x, source)
-        }),
-        _ => Ok(()),
-    }
-}
-
-/// `http://user:pass@host` -> `http://user:***@host`, for error messages about unparsable URLs.
-pub fn redact_userinfo(s: &str) -> String {
-    let (scheme, rest) = match s.find("://") {
-        Some(i) => (&s[..i + 3], &s[i + 3..]),
-        None => ("", s),
-    };
-    let end = rest.find('/').unwrap_or(rest.len());
-    match rest[..end].rfind('@') {
-        Some(at) => {
-            let userinfo = &rest[..at];
-            let user = userinfo.split(':').next().unwrap_or("");
-            let hidden = if userinfo.contains(':') {
-                format!("{user}:***")
-            } else {
-                user.to_string()
-            };
-            format!("{scheme}{hidden}{}", &rest[at..])
-        }
-        None => s.to_string(),
-    }
-}
-
-impl Settings {
-    /// One log line per setting that matters, with its source (`check`/`token`/`connect`).
-    pub fn log_sources(&self) {
-        let opt = |name: &str, v: &Option<Sourced<String>>| match v {
-            Some(s) => log::info!("setting {name} = {} (from {})", s.value, s.source),
-            None => log::info!("setting {name}: not set; will be derived"),
-        };
-        opt("subscription_id", &self.subscription_id);
-        opt("resource_group", &self.resource_group);
-        opt("tenant_id", &self.tenant_id);
-        opt("location", &self.location);
-        log::info!(
-            "setting resource_name = {} (from {})",
-            self.resource_name.value,
-            self.resource_name.source
-        );
-        log::info!(
-            "setting cloud = {} (from {})",
-            self.cloud.value.name(),
-            self.cloud.source
-        );
-        log::info!(
-            "setting identity = {} (from {})",
-            self.identity.value.describe(),
-            self.identity.source
-        );
-        match &self.proxy.https {
-            Some((p, s)) => log::info!("setting proxy = {p} (from {s})"),
-            None => log::info!("setting proxy: none (Azure endpoints are reached directly)"),
-        }
-        if let Some((n, s)) = &self.proxy.no_proxy {
-            log::info!("setting no_proxy = {n} (from {s})");
-        }
-        if !self.tags.value.is_empty() {
-            log::info!(
-                "setting tags = {:?} (from {})",
-                self.tags.value,
-                self.tags.source
-            );
-        }
-        for (name, v) in [
-            ("private_link_scope", &self.private_link_scope),
-            ("gateway_id", &self.gateway_id),
-            ("correlation_id", &self.correlation_id),
-        ] {
-            if let Some(s) = v {
-                log::info!("setting {name} = {} (from {})", s.value, s.source);
-            }
-        }
-        log::info!(
-            "setting timeout = {} (from {}); clone_policy = {} (from {}); state_dir = {} (from {})",
-            crate::retry::human(self.timeout.value),
-            self.timeout.source,
-            self.clone_policy.value.name(),
-            self.clone_policy.source,
-            self.state_dir.value.display(),
-            self.state_dir.source
-        );
-        if let Some(p) = &self.config_file {
-            log::info!("settings file: {}", p.display());
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
+    use super::super::template::*;
     use super::*;
 
     fn opts() -> Opts {
@@ -1769,6 +905,7 @@ mod tests {
 
     #[test]
     fn non_utf8_values_are_left_out_of_the_env_and_ours_are_named() {
+        use crate::cli::non_utf8_setting;
         use std::ffi::OsString;
         use std::os::unix::ffi::OsStringExt;
         let bad = || OsString::from_vec(b"caf\xe9\x1b".to_vec());

@@ -10,11 +10,12 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
+use crate::azure::http::{Failure, Http};
 use crate::config::{Identity, Settings};
 use crate::error::Error;
-use crate::http::{Failure, Http};
-use crate::retry::{human, retry, Attempt, Backoff, Deadline};
-use crate::token::{self, AccessToken, Claims, IdentityKind};
+use crate::identity::token::{self, AccessToken, Claims, IdentityKind};
+use crate::retry::{retry, Attempt, Backoff, Deadline};
+use crate::timefmt::human;
 
 pub const TOKEN_PATH: &str = "/metadata/identity/oauth2/token";
 pub const INSTANCE_PATH: &str = "/metadata/instance/compute";
@@ -172,6 +173,21 @@ fn error_text(body: &str) -> String {
         }
         _ if body.trim().is_empty() => String::new(),
         _ => format!(": {:?}", body.chars().take(120).collect::<String>()),
+    }
+}
+
+/// The managed identity of an Azure VM (or Nexus VM), through IMDS.
+pub struct Imds<'a> {
+    pub settings: &'a Settings,
+}
+
+impl super::TokenSource for Imds<'_> {
+    fn fresh_token(
+        &self,
+        http: &Http,
+        deadline: &Deadline,
+    ) -> Result<(AccessToken, Claims), Error> {
+        fetch_token(http, self.settings, deadline)
     }
 }
 

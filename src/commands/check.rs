@@ -5,21 +5,22 @@
 //! `ARC_ENROLL_CHECK_ENDPOINTS` (comma-separated URLs) replaces the list of endpoints `check`
 //! probes; tests point it at the fake ARM, private clouds at their own endpoints.
 
-use std::cell::{Cell, RefCell};
 use std::time::Duration;
 
 use serde::Serialize;
 use serde_json::json;
 
-use crate::agent::{self, Agent, Target};
-use crate::arm::{self, Arm, Read};
-use crate::config::{render_resource_name, MachineFacts, Settings};
+use crate::agent::{self, Agent};
+use crate::azure::arm::{self, Arm, Read};
+use crate::azure::http::{Failure, Http};
+use crate::azure::proxy::Route;
+use crate::config::{render_resource_name, Settings};
+use crate::enroll::azure_checks::{conflict, role_advice, scope, Ownership};
 use crate::error::Error;
-use crate::http::{Failure, Http};
-use crate::imds;
-use crate::proxy::Route;
-use crate::retry::{human, retry, Attempt, Backoff, Deadline};
-use crate::token::{AccessToken, Claims};
+use crate::identity::imds;
+use crate::identity::token::{AccessToken, Claims};
+use crate::retry::Deadline;
+use crate::timefmt::human;
 
 /// Replaces the endpoints `check` probes (comma-separated URLs).
 pub const CHECK_ENDPOINTS_ENV: &str = "ARC_ENROLL_CHECK_ENDPOINTS";
@@ -29,23 +30,6 @@ pub const PROBE_TIMEOUT: Duration = Duration::from_secs(10);
 pub const CHECK_TOKEN_TIMEOUT: Duration = Duration::from_secs(60);
 /// IMDS answers locally within milliseconds; this only has to tell "nothing there".
 pub const IMDS_PROBE_TIMEOUT: Duration = Duration::from_secs(3);
-/// Between polls for a role assignment or provider registration: both take minutes (FACTS §8).
-pub const AZURE_POLL_BASE: Duration = Duration::from_secs(5);
-pub const AZURE_POLL_CAP: Duration = Duration::from_secs(60);
-/// A poll (fresh token + three ARM reads) needs at least this long: one begun with less left
-/// before the deadline could only time out and be mistaken for "cannot read, let the agent
-/// decide" after every earlier poll had found something missing.
-pub const AZURE_POLL_MIN_ATTEMPT: Duration = Duration::from_secs(15);
-
-/// Install the agent (after the token was obtained).
-pub fn install_agent(
-    settings: &Settings,
-    http: &Http,
-    deadline: &Deadline,
-) -> Result<Agent, Error> {
-    crate::install::install_agent(settings, http, deadline)
-}
-
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "UPPERCASE")]
 pub enum Status {
@@ -110,7 +94,7 @@ pub fn run(settings: &Settings, deadline: &Deadline) -> Result<u8, Error> {
     findings.push(imds_reachable(&http, settings, deadline));
 
     let token_deadline = sub_deadline(deadline, CHECK_TOKEN_TIMEOUT);
-    let token = match imds::fetch_token(&http, settings, &token_deadline) {
+    let token = match crate::identity::source(settings).fresh_token(&http, &token_deadline) {
         Ok((t, c)) => {
             findings.push(finding("token", Status::Ok, describe_claims(&c, deadline)));
             Some((t, c))
@@ -186,7 +170,7 @@ fn describe_claims(c: &Claims, deadline: &Deadline) -> String {
     let exp = match c.exp {
         Some(e) => format!(
             "{} (in {})",
-            crate::state::rfc3339(e),
+            crate::timefmt::rfc3339(e),
             human(Duration::from_secs(
                 e.saturating_sub(deadline.clock.unix_now())
             ))
@@ -328,7 +312,7 @@ fn probe(http: &Http, settings: &Settings, url: &str, timeout: Duration) -> Find
             format!("reachable {how}: HTTP {}", r.status),
         ),
         Err(f) => {
-            let host = crate::proxy::split_url(url)
+            let host = crate::azure::proxy::split_url(url)
                 .map(|(_, h, _)| h)
                 .unwrap_or_else(|| url.to_string());
             let advice = match (&f, &proxy) {
@@ -363,7 +347,7 @@ fn target_parts(
     claims: &Claims,
     deadline: &Deadline,
 ) -> Result<(String, String, String, Option<String>), String> {
-    let (facts, _) = crate::enroll::machine_facts(settings);
+    let (facts, _) = crate::state::machine_facts(&settings.sysroot.value);
     let derived = crate::enroll::derive(settings, claims, || {
         imds::instance_metadata(http, &settings.imds_endpoint.value, deadline)
     });
@@ -476,45 +460,6 @@ fn azure_findings(
     Ok(out)
 }
 
-fn scope(sub: &str, rg: &str) -> String {
-    format!("/subscriptions/{sub}/resourceGroups/{rg}")
-}
-
-fn role_advice(claims: &Claims, scope: &str) -> String {
-    let who = claims.oid.as_deref().unwrap_or("<principal id>");
-    format!(
-        "assign the roles {} to the identity (object id {who}) at scope {scope}, e.g. \
-         `az role assignment create --assignee {who} --role \"Azure Connected Machine Resource Manager\" --scope {scope}`; \
-         a new assignment can take minutes to show",
-        arm::ROLE_ADVICE
-    )
-}
-
-enum Ownership {
-    Ours,
-    Other(String),
-    Unknown(String),
-}
-
-/// Whose is an existing machine resource: its `vmUuid` against this machine's `product_uuid`.
-fn conflict(m: &arm::Machine, product_uuid: Option<&str>) -> Ownership {
-    match (m.vm_uuid.as_deref(), product_uuid) {
-        (Some(theirs), Some(ours)) if crate::state::same_uuid(theirs, ours) => Ownership::Ours,
-        (Some(theirs), Some(ours)) => Ownership::Other(format!(
-            "{} exists with vmUuid {theirs}, but this machine's product_uuid is {ours}",
-            m.id
-        )),
-        (None, _) => Ownership::Unknown(format!(
-            "{} exists but has no vmUuid, so whose it is cannot be told",
-            m.id
-        )),
-        (Some(theirs), None) => Ownership::Unknown(format!(
-            "{} exists (vmUuid {theirs}) but this machine's product_uuid is unreadable",
-            m.id
-        )),
-    }
-}
-
 fn report(findings: &[Finding]) -> Result<u8, Error> {
     let problems = findings
         .iter()
@@ -566,202 +511,4 @@ fn report(findings: &[Finding]) -> Result<u8, Error> {
     }
     crate::output::print_result(&summary, json!({}));
     Ok(0)
-}
-
-/// The Azure-side checks `connect` runs once the target is known, before the agent: wait while
-/// roles are missing (they may still be propagating) or required providers are unregistered,
-/// then fail with exactly what to assign or register; fail at once when another machine's
-/// resource has the name. Where the token cannot read something, say so and leave the answer to
-/// the agent. Returns a fresh token when it had to wait (role changes show in new tokens only).
-pub fn before_connect(
-    settings: &Settings,
-    http: &Http,
-    deadline: &Deadline,
-    target: &Target,
-    facts: &MachineFacts,
-    token: &AccessToken,
-) -> Result<Option<(AccessToken, Claims)>, Error> {
-    let sub = &target.subscription_id;
-    let rg = &target.resource_group;
-    let scope = scope(sub, rg);
-    let fresh: RefCell<Option<(AccessToken, Claims)>> = RefCell::new(None);
-    let missing_roles = Cell::new(false);
-    let noted = RefCell::new(Vec::<String>::new());
-    let note = |key: &str, msg: String| {
-        let mut n = noted.borrow_mut();
-        if !n.iter().any(|k| k == key) {
-            n.push(key.to_string());
-            log::info!("{msg}");
-        }
-    };
-    let mut backoff =
-        Backoff::new(AZURE_POLL_BASE, AZURE_POLL_CAP).with_min_attempt(AZURE_POLL_MIN_ATTEMPT);
-    log::info!(
-        "checking in Azure before running the agent: providers, the identity's permissions on {scope}, and whether {} is taken",
-        target.resource_name
-    );
-    let reachable = retry(
-        "Azure permission check",
-        deadline,
-        &mut backoff,
-        |n| {
-            let step = || -> Result<Attempt<bool>, Error> {
-                if n > 1 {
-                    // Roles granted since the last poll only show in a new token (NEXUS-HOWTO).
-                    *fresh.borrow_mut() = Some(imds::fetch_token(http, settings, deadline)?);
-                }
-                let guard = fresh.borrow();
-                let tok = guard.as_ref().map(|(t, _)| t).unwrap_or(token);
-                let arm = Arm::new(http, &settings.arm_endpoint.value, tok);
-                let mut waiting = Vec::new();
-                missing_roles.set(false);
-                match arm.permissions(sub, rg, deadline)? {
-                    Read::Ok(perms) => {
-                        let missing = arm::missing_actions(&perms);
-                        if !missing.is_empty() {
-                            missing_roles.set(true);
-                            waiting.push(format!(
-                                "the identity lacks {} on {scope} (a new role assignment can take minutes to propagate)",
-                                missing.join(", ")
-                            ));
-                        }
-                    }
-                    Read::Denied(d) => note(
-                        "perm-denied",
-                        format!(
-                            "the token cannot read its permissions on {scope} ({d}); relying on the agent's own answer"
-                        ),
-                    ),
-                    Read::Unavailable(u) => {
-                        note(
-                            "arm-unavailable",
-                            format!(
-                                "cannot check permissions in Azure ({u}); skipping the Azure-side checks, the agent will tell"
-                            ),
-                        );
-                        return Ok(Attempt::Done(false));
-                    }
-                }
-                for ns in arm::REQUIRED_PROVIDERS
-                    .iter()
-                    .chain(arm::RECOMMENDED_PROVIDERS.iter())
-                {
-                    let required = arm::REQUIRED_PROVIDERS.contains(ns);
-                    match arm.provider_state(sub, ns, deadline)? {
-                        Read::Ok(s) if s.eq_ignore_ascii_case("Registered") => {}
-                        Read::Ok(s) if required => waiting.push(format!(
-                            "resource provider {ns} is {s} in subscription {sub}"
-                        )),
-                        Read::Ok(s) => {
-                            if n == 1 {
-                                log::warn!(
-                                    "resource provider {ns} is {s} in subscription {sub}; Arc itself works, \
-                                     Arc-enabled SQL Server needs it: `az provider register --namespace {ns}`"
-                                )
-                            }
-                        }
-                        Read::Denied(d) => note(
-                            "prov-denied",
-                            format!("the token cannot read provider registrations ({d}); relying on the agent's own answer"),
-                        ),
-                        Read::Unavailable(u) => note(
-                            "prov-unavailable",
-                            format!("cannot read provider registrations ({u}); relying on the agent's own answer"),
-                        ),
-                    }
-                }
-                if waiting.is_empty() {
-                    if n > 1 {
-                        log::info!("Azure permission check: everything needed is in place now");
-                    }
-                    return Ok(Attempt::Done(true));
-                }
-                let until = deadline.clock.unix_now() + deadline.remaining().as_secs();
-                Ok(Attempt::Retry {
-                    reason: format!(
-                        "not ready: {}; polling until {} at the latest",
-                        waiting.join("; "),
-                        crate::state::rfc3339(until)
-                    ),
-                    retry_after: None,
-                })
-            };
-            match step() {
-                Ok(a) => a,
-                Err(e) => Attempt::Fail(e),
-            }
-        },
-        |last| {
-            if missing_roles.get() {
-                let claims = fresh
-                    .borrow()
-                    .as_ref()
-                    .map(|(_, c)| c.clone())
-                    .or_else(|| crate::token::decode_claims(token).ok())
-                    .unwrap_or_default();
-                Error::NotAuthorized {
-                    detail: format!(
-                        "{} still lacks permissions when the deadline ({}) came: {last}",
-                        settings.identity.value.describe(),
-                        human(deadline.timeout)
-                    ),
-                    advice: format!(
-                        "{}, then run arc-enroll again",
-                        role_advice(&claims, &scope)
-                    ),
-                }
-            } else {
-                Error::NotAuthorized {
-                    detail: format!(
-                        "resource providers are still not registered at the deadline ({}): {last}",
-                        human(deadline.timeout)
-                    ),
-                    advice: format!(
-                        "register them once per subscription: {}, then run arc-enroll again",
-                        arm::REQUIRED_PROVIDERS
-                            .iter()
-                            .map(|ns| format!(
-                                "`az provider register --namespace {ns} --subscription {sub}`"
-                            ))
-                            .collect::<Vec<_>>()
-                            .join(", ")
-                    ),
-                }
-            }
-        },
-    )?;
-    let fresh = fresh.into_inner();
-    if reachable {
-        let tok = fresh.as_ref().map(|(t, _)| t).unwrap_or(token);
-        let arm = Arm::new(http, &settings.arm_endpoint.value, tok);
-        match arm.machine(sub, rg, &target.resource_name, deadline)? {
-            Read::Ok(None) => log::info!(
-                "no machine named {} in {scope} yet; the agent will create it",
-                target.resource_name
-            ),
-            Read::Ok(Some(m)) => match conflict(&m, facts.product_uuid.as_deref()) {
-                Ownership::Ours => log::info!(
-                    "{} already exists and is this machine (same vmUuid); the agent will reconnect it",
-                    m.id
-                ),
-                Ownership::Other(detail) => {
-                    return Err(Error::NameConflict {
-                        name: target.resource_name.clone(),
-                        detail: format!("found before running the agent: {detail}"),
-                    })
-                }
-                Ownership::Unknown(detail) => {
-                    log::warn!("{detail}; leaving the answer to the agent")
-                }
-            },
-            Read::Denied(d) => log::info!(
-                "the token cannot read machines in {scope} ({d}); the agent will report a name conflict if there is one"
-            ),
-            Read::Unavailable(u) => log::info!(
-                "cannot check whether {} is taken ({u}); the agent will tell",
-                target.resource_name
-            ),
-        }
-    }
-    Ok(fresh)
 }

@@ -1,48 +1,16 @@
 //! The access token: a secret type that cannot be printed, its non-secret claims, and the checks a
 //! token must pass before it is handed to the agent (FACTS §6, CONTRACT §3).
 
-use std::fmt;
 use std::time::Duration;
 
 use base64::Engine;
 use serde::{Deserialize, Serialize};
 
+pub use crate::secret::AccessToken;
+
 /// A token with under this much life left is refused: the agent's connect can take minutes and
 /// its own calls must not start with a token that is about to expire.
 pub const TOKEN_MIN_LIFETIME: Duration = Duration::from_secs(10 * 60);
-
-/// The bearer token. It has no `Debug` or `Display` of its value, so it cannot be logged by
-/// accident; the only way to the text is `expose()`, used where it is written to the agent.
-pub struct AccessToken(String);
-
-impl AccessToken {
-    /// Wrap a token; `None` for an empty, `null` or whitespace-only value (fail closed).
-    pub fn new(value: String) -> Option<AccessToken> {
-        let v = value.trim();
-        if v.is_empty() || v.eq_ignore_ascii_case("null") || v.contains(char::is_whitespace) {
-            return None;
-        }
-        Some(AccessToken(v.to_string()))
-    }
-
-    pub fn expose(&self) -> &str {
-        &self.0
-    }
-}
-
-impl fmt::Debug for AccessToken {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "AccessToken(<redacted, {} bytes>)", self.0.len())
-    }
-}
-
-impl Drop for AccessToken {
-    fn drop(&mut self) {
-        // Best effort: overwrite the bytes before the allocation is freed.
-        // SAFETY: writing zero bytes keeps the String valid UTF-8.
-        unsafe { self.0.as_bytes_mut().fill(0) };
-    }
-}
 
 /// The claims we read from the token's payload. None of these is secret.
 #[derive(Clone, Debug, Default, Deserialize, Serialize, PartialEq)]

@@ -1,6 +1,6 @@
 //! Azure Resource Manager reads: resource-provider registration, the identity's effective
 //! permissions on the resource group, and whether a machine resource of the target name exists.
-//! A thin client over `crate::http::Http` (proxy per curl rules, system CA store) with the bearer
+//! A thin client over `crate::azure::http::Http` (proxy per curl rules, system CA store) with the bearer
 //! token; 429/5xx are retried like IMDS (FACTS §5.4: backoff with jitter, `Retry-After` a floor),
 //! but only a few times: these reads are advice, the agent's own answer is what counts.
 //! 401/403 mean "this token cannot read that", which callers report and then fall back from.
@@ -10,10 +10,10 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
+use crate::azure::http::{Failure, Http};
 use crate::error::Error;
-use crate::http::{Failure, Http};
 use crate::retry::{retry, Attempt, Backoff, Deadline, BACKOFF_BASE, BACKOFF_CAP};
-use crate::token::AccessToken;
+use crate::secret::AccessToken;
 
 /// ARM reads answer in well under a second; a proxy may add a few.
 pub const ARM_REQUEST_TIMEOUT: Duration = Duration::from_secs(30);

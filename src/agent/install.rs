@@ -10,11 +10,11 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use crate::agent::{self, Agent};
-use crate::arm::describe_failure;
+use crate::azure::arm::describe_failure;
+use crate::azure::http::Http;
+use crate::azure::proxy::Route;
 use crate::config::Settings;
 use crate::error::Error;
-use crate::http::Http;
-use crate::proxy::Route;
 use crate::retry::Deadline;
 
 /// The script is ~30 KiB; anything near this is not the installer.
@@ -25,22 +25,9 @@ const INSTALLER_DOWNLOAD_TIMEOUT: Duration = Duration::from_secs(120);
 const INSTALLER_RUN_TIMEOUT: Duration = Duration::from_secs(15 * 60);
 const INSTALLER_FILE: &str = "install_linux_azcmagent.sh";
 
-/// A local agent package, by its file name's extension.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum PackageKind {
-    Deb,
-    Rpm,
-}
+pub use crate::config::PackageKind;
 
 impl PackageKind {
-    pub fn of(path: &Path) -> Option<PackageKind> {
-        match path.extension()?.to_str()?.to_ascii_lowercase().as_str() {
-            "deb" => Some(PackageKind::Deb),
-            "rpm" => Some(PackageKind::Rpm),
-            _ => None,
-        }
-    }
-
     /// The command that installs `file`: `dpkg -i` for a .deb; for an .rpm `dnf install -y` when
     /// dnf is on PATH (it resolves dependencies), else `rpm -U --replacepkgs`. Found through PATH.
     pub fn command(self, file: &Path) -> (PathBuf, Vec<String>) {

@@ -7,7 +7,6 @@ use serde_json::json;
 
 use crate::agent::{self, Agent, Show, TokenMode};
 use crate::config::Settings;
-use crate::enroll::machine_facts;
 use crate::error::Error;
 use crate::output::print_result;
 use crate::retry::Deadline;
@@ -31,7 +30,7 @@ fn find_agent(settings: &Settings) -> Option<Agent> {
 
 /// `status`: state file, agent status, clone verdict. Changes nothing, needs no token.
 pub fn status(settings: &Settings, deadline: &Deadline) -> Result<u8, Error> {
-    let (facts, fp) = machine_facts(settings);
+    let (facts, fp) = state::machine_facts(&settings.sysroot.value);
     let loaded = state::load(&settings.state_dir.value);
     let agent = find_agent(settings);
     let show: Option<Result<Show, String>> = agent.as_ref().map(|a| match a.show(deadline) {
@@ -99,7 +98,7 @@ pub fn status(settings: &Settings, deadline: &Deadline) -> Result<u8, Error> {
         "state": state_json,
         "agent": agent_json,
         "clone": verdict,
-        "agent_settings": crate::agent_settings::status_json(agent.as_ref(), settings, deadline),
+        "agent_settings": crate::agent::settings::status_json(agent.as_ref(), settings, deadline),
     });
     if crate::output::json() {
         print_result("", obj);
@@ -144,7 +143,7 @@ pub fn status(settings: &Settings, deadline: &Deadline) -> Result<u8, Error> {
         _ => "unknown".into(),
     };
     t.push_str(&format!("clone:    {vtext}\n"));
-    crate::agent_settings::status_text(&obj["agent_settings"], &mut t);
+    crate::agent::settings::status_text(&obj["agent_settings"], &mut t);
     // The agent's words and Azure's values: no escape sequence or line separator reaches a terminal.
     let t: String = t
         .lines()
@@ -178,13 +177,9 @@ pub fn disconnect(settings: &Settings, deadline: &Deadline, local_only: bool) ->
             "disconnecting with a fresh managed-identity token; the Azure resource {} will be deleted",
             resource.as_deref().unwrap_or("(none known)")
         );
-        let http = crate::http::Http::new(settings.proxy.clone());
-        let (token, _claims) = crate::imds::fetch_token(&http, settings, deadline)?;
-        let mode = if settings.token_on_command_line.value {
-            TokenMode::CommandLine
-        } else {
-            TokenMode::ConfigFile
-        };
+        let http = crate::azure::http::Http::new(settings.proxy.clone());
+        let (token, _claims) = crate::identity::source(settings).fresh_token(&http, deadline)?;
+        let mode = TokenMode::from_settings(settings);
         agent.disconnect(Some((&token, mode)), deadline)?
     };
     if out.code != Some(0) {

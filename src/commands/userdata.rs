@@ -61,7 +61,7 @@ fn fetch_spec(url: Option<String>, sha: Option<String>) -> Result<Option<Fetch>,
         )),
         (Some(url), Some(sha)) => {
             let url = url.trim().to_string();
-            if crate::proxy::split_url(&url).is_none()
+            if crate::azure::proxy::split_url(&url).is_none()
                 || url.contains(' ')
                 || url.chars().any(crate::config::is_control_or_separator)
             {

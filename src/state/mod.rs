@@ -1,5 +1,5 @@
-//! What this machine enrolled as: the state file, the machine fingerprint, the clone verdict,
-//! and the one-run-at-a-time lock.
+//! What this machine enrolled as: the state file (here), the machine fingerprint and the clone
+//! verdict (`fingerprint`), and the one-run-at-a-time lock (`lock`).
 //!
 //! The state file (`<state dir>/state.json`, CONTRACT §5) is written only after a successful
 //! enrollment, atomically: a temp file `.state.json.tmp.<pid>` (0600) in the same 0700 directory is
@@ -7,75 +7,36 @@
 //! survives a power cut. A power cut therefore leaves either the old file or the new one, plus at
 //! worst a stray temp file, which is never read as state and is cleaned up later. A file that cannot
 //! be read or parsed is reported (`Loaded::Corrupt`, with its path and why) and treated as absent.
-//!
-//! Clone detection (FACTS §3): a machine cloned from an enrolled golden image carries our state file
-//! and the agent's identity, so we compare what the machine is now (`product_uuid`, `machine-id`,
-//! the VM UUID the agent reports) with what it was at enrollment.
 
 use std::collections::BTreeMap;
-use std::fs::{self, DirBuilder, File, OpenOptions, TryLockError};
+use std::fs::{self, DirBuilder, File, OpenOptions};
 use std::io::{self, Write};
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
-use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
 use crate::error::Error;
-use crate::retry::{human, Deadline};
+
+mod fingerprint;
+mod lock;
+
+pub use fingerprint::{
+    clone_verdict, machine_facts, read_fingerprint, same_uuid, CloneVerdict, Fingerprint,
+};
+pub use lock::{lock, Lock, LOCK_FILE, LOCK_POLL_INTERVAL};
 
 pub const STATE_FILE: &str = "state.json";
-pub const LOCK_FILE: &str = "lock";
 /// Schema version written next to the state's fields (`"version": 1`). Files without it (none were
 /// ever written) read as version 0; newer versions are read as far as their fields allow.
 pub const STATE_VERSION: u32 = 1;
 /// Prefix of the temp files `save` writes before renaming; never read as state.
 pub const TEMP_PREFIX: &str = ".state.json.tmp.";
-/// How often a waiting run retries the lock (virtual time).
-pub const LOCK_POLL_INTERVAL: Duration = Duration::from_millis(200);
 
-const DIR_MODE: u32 = 0o700;
+pub(super) const DIR_MODE: u32 = 0o700;
 /// A state file larger than this is corrupt (a real one is under 2 KiB).
 const MAX_STATE_BYTES: u64 = 1 << 20;
-const FILE_MODE: u32 = 0o600;
-
-/// What identifies this machine. Values are trimmed and lower-cased; `None` when unreadable/empty.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Fingerprint {
-    pub product_uuid: Option<String>,
-    pub machine_id: Option<String>,
-    /// The VM UUID `azcmagent show` reported at enrollment.
-    pub vm_uuid: Option<String>,
-}
-
-/// Read `/sys/class/dmi/id/product_uuid` and `/etc/machine-id` under `sysroot`.
-///
-/// Kernels before 4.15 print `product_uuid` in upper case (FACTS §3), so values are lower-cased to
-/// keep comparisons stable across kernel upgrades. `product_uuid` is readable by root only.
-pub fn read_fingerprint(sysroot: &Path) -> Fingerprint {
-    let read = |rel: &str| -> Option<String> {
-        let path = sysroot.join(rel);
-        // No link inside a mounted image is followed; bounded; not UTF-8 reads as unreadable.
-        match crate::fsafe::read_inside(sysroot, Path::new(rel), 4096) {
-            Ok(s) => normalize(&s),
-            Err(e) => {
-                log::debug!("cannot read {}: {e}", path.display());
-                None
-            }
-        }
-    };
-    Fingerprint {
-        product_uuid: read("sys/class/dmi/id/product_uuid"),
-        machine_id: read("etc/machine-id"),
-        vm_uuid: None,
-    }
-}
-
-/// Trimmed and lower-cased; `None` when nothing is left.
-fn normalize(s: &str) -> Option<String> {
-    let s = s.trim();
-    (!s.is_empty()).then(|| s.to_ascii_lowercase())
-}
+pub(super) const FILE_MODE: u32 = 0o600;
 
 /// The state file's content.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
@@ -338,197 +299,13 @@ pub fn clear(state_dir: &Path) -> Result<bool, Error> {
     Ok(existed)
 }
 
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum CloneVerdict {
-    /// Same machine as at enrollment.
-    Same,
-    /// Another machine: each entry is one piece of evidence, e.g.
-    /// "product_uuid is 1234… but was 5678… at enrollment".
-    Clone { evidence: Vec<String> },
-}
-
-/// Is this the machine that enrolled? Pure: compares `now` (see `read_fingerprint`) and the VM UUID
-/// the agent reports now with what the state recorded. A value that cannot be read now is not
-/// evidence either way; only two known values that differ are.
-pub fn clone_verdict(
-    state: &State,
-    now: &Fingerprint,
-    agent_vm_uuid: Option<&str>,
-) -> CloneVerdict {
-    let then = &state.fingerprint;
-    let known = |v: &Option<String>| v.as_deref().and_then(normalize);
-    let mut evidence = Vec::new();
-
-    for (name, was, is) in [
-        ("product_uuid", &then.product_uuid, &now.product_uuid),
-        ("machine-id", &then.machine_id, &now.machine_id),
-    ] {
-        if let (Some(was), Some(is)) = (known(was), known(is)) {
-            if was != is {
-                evidence.push(format!("{name} is {is} now but was {was} at enrollment"));
-            }
-        }
-    }
-
-    let agent = agent_vm_uuid.and_then(normalize);
-    if let Some(agent) = &agent {
-        if let Some(here) = known(&now.product_uuid) {
-            if !same_uuid(agent, &here) {
-                evidence.push(format!(
-                    "the agent reports VM UUID {agent}, but this machine's product_uuid is {here}"
-                ));
-            }
-        } else if let Some(was) = known(&then.vm_uuid) {
-            // product_uuid unreadable now: the agent's view is the only one we have.
-            if !same_uuid(agent, &was) {
-                evidence.push(format!(
-                    "the agent reports VM UUID {agent} now but reported {was} at enrollment"
-                ));
-            }
-        }
-    }
-
-    if evidence.is_empty() {
-        CloneVerdict::Same
-    } else {
-        CloneVerdict::Clone { evidence }
-    }
-}
-
-/// Two spellings of one UUID: equal ignoring case, or equal once the first three groups are
-/// byte-reversed — Azure Gen1 VMs report their vmId as a byte-swapped SMBIOS UUID (FACTS §3).
-pub fn same_uuid(a: &str, b: &str) -> bool {
-    let (a, b) = (a.trim().to_ascii_lowercase(), b.trim().to_ascii_lowercase());
-    a == b || byte_swapped(&a).is_some_and(|s| s == b)
-}
-
-/// `00112233-4455-6677-8899-aabbccddeeff` -> `33221100-5544-7766-8899-aabbccddeeff`, for a
-/// well-formed UUID only.
-fn byte_swapped(uuid: &str) -> Option<String> {
-    let groups: Vec<&str> = uuid.split('-').collect();
-    let lens = [8, 4, 4, 4, 12];
-    if groups.len() != 5
-        || groups
-            .iter()
-            .zip(lens)
-            .any(|(g, n)| g.len() != n || !g.bytes().all(|c| c.is_ascii_hexdigit()))
-    {
-        return None;
-    }
-    let reverse = |g: &str| -> String {
-        let pairs: Vec<&str> = (0..g.len()).step_by(2).map(|i| &g[i..i + 2]).collect();
-        pairs.into_iter().rev().collect()
-    };
-    Some(format!(
-        "{}-{}-{}-{}-{}",
-        reverse(groups[0]),
-        reverse(groups[1]),
-        reverse(groups[2]),
-        groups[3],
-        groups[4]
-    ))
-}
-
-/// The run lock; released on drop.
-#[derive(Debug)]
-pub struct Lock {
-    _file: std::fs::File,
-}
-
-/// Take the lock in `state_dir`, waiting (logged, bounded by the deadline) while another run holds it.
-///
-/// An advisory `flock` on `<state dir>/lock`: the kernel drops it when the holder exits, however it
-/// exits, so a killed run never leaves the machine locked. The holder's pid is written into the file
-/// for whoever looks.
-pub fn lock(state_dir: &Path, deadline: &Deadline) -> Result<Lock, Error> {
-    ensure_private_dir(state_dir)?;
-    let path = state_dir.join(LOCK_FILE);
-    // No truncate on open: the file may belong to a live holder whose pid is in it.
-    // O_NOFOLLOW: a link planted as the lock is refused, never followed to a file we then write.
-    let mut file = crate::fsafe::open_rw_nofollow(&path, FILE_MODE).map_err(|e| {
-        Error::io(
-            "cannot open the lock file (a symbolic link is refused)",
-            &path,
-            e,
-        )
-    })?;
-    let mut logged = false;
-    loop {
-        match file.try_lock() {
-            Ok(()) => break,
-            Err(TryLockError::WouldBlock) => {
-                let remaining = deadline.remaining();
-                if remaining.is_zero() {
-                    return Err(Error::Deadline {
-                        timeout: deadline.timeout,
-                        waiting_for: format!(
-                            "another arc-enroll run to release the lock {}",
-                            path.display()
-                        ),
-                        last: "lock still held".into(),
-                    });
-                }
-                if !logged {
-                    log::info!(
-                        "another arc-enroll run holds {}; waiting for it (deadline in {})",
-                        path.display(),
-                        human(remaining)
-                    );
-                    logged = true;
-                }
-                deadline.clock.sleep(LOCK_POLL_INTERVAL.min(remaining))?;
-            }
-            Err(TryLockError::Error(e)) => {
-                return Err(Error::io("cannot lock", &path, e));
-            }
-        }
-    }
-    if logged {
-        log::info!("got the lock {}", path.display());
-    }
-    // Diagnostics only: a failure here does not matter to anyone.
-    let pid = format!("{}\n", std::process::id());
-    if let Err(e) = file
-        .set_len(0)
-        .and_then(|()| file.write_all(pid.as_bytes()))
-    {
-        log::debug!("cannot write our pid into {}: {e}", path.display());
-    }
-    Ok(Lock { _file: file })
-}
-
-/// Now as RFC 3339 UTC (`2026-11-23T16:19:27Z`), from Unix seconds.
-pub fn rfc3339(unix_secs: u64) -> String {
-    let days = unix_secs / 86_400;
-    let secs = unix_secs % 86_400;
-    let (y, m, d) = civil_from_days(days);
-    format!(
-        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z",
-        secs / 3600,
-        (secs % 3600) / 60,
-        secs % 60
-    )
-}
-
-/// Days since 1970-01-01 to (year, month, day) in the proleptic Gregorian calendar: Howard Hinnant's
-/// `civil_from_days`, for non-negative days only (eras of 400 years start on 0000-03-01).
-fn civil_from_days(days: u64) -> (u64, u64, u64) {
-    let z = days + 719_468;
-    let era = z / 146_097;
-    let doe = z % 146_097; // [0, 146096]
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365; // [0, 399]
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100); // [0, 365], from March 1
-    let mp = (5 * doy + 2) / 153; // [0, 11], March = 0
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    let y = yoe + era * 400 + u64::from(m <= 2);
-    (y, m, d)
-}
-
 #[cfg(test)]
 mod tests {
+    use std::time::Duration;
+
     use super::*;
     use crate::retry::Clock;
+    use crate::retry::Deadline;
     use std::fs::Permissions;
     use std::sync::atomic::{AtomicUsize, Ordering};
 
@@ -996,17 +773,6 @@ mod tests {
         ));
         assert!(!same_uuid("not-a-uuid", "uuid-a-not"));
         assert!(!same_uuid("0011-2233", "1100-3322"));
-    }
-
-    #[test]
-    fn rfc3339_known_values() {
-        assert_eq!(rfc3339(0), "1970-01-01T00:00:00Z");
-        assert_eq!(rfc3339(951_782_400), "2000-02-29T00:00:00Z");
-        assert_eq!(rfc3339(951_868_799), "2000-02-29T23:59:59Z");
-        assert_eq!(rfc3339(951_868_800), "2000-03-01T00:00:00Z");
-        assert_eq!(rfc3339(1_795_450_767), "2026-11-23T16:19:27Z");
-        assert_eq!(rfc3339(1_767_225_599), "2025-12-31T23:59:59Z");
-        assert_eq!(rfc3339(4_107_542_400), "2100-03-01T00:00:00Z");
     }
 
     #[test]
