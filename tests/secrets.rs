@@ -266,6 +266,9 @@ fn harness_finds_planted_secrets_in_files_and_agent_records() {
         .output()
         .unwrap();
     sb.secret(PROXY_PASSWORD, pw);
+    // The sandbox allows a proxy password in the agent's environment by default (a designed
+    // door); this test checks that the scanner sees that channel at all.
+    sb.disallow(PROXY_PASSWORD, "agent-env:");
     let leaks = sb.leaks();
     let where_: Vec<(String, &str)> = leaks
         .iter()

@@ -27,8 +27,10 @@ pub fn run(cli: Cli) -> Result<u8, Error> {
     let clock = Clock::from_env()?;
     let deadline = Deadline::new(clock, settings.timeout.value);
     let command = cli.command.clone().unwrap_or(Command::Connect);
-    if matches!(command, Command::Connect | Command::Disconnect { .. }) {
-        // Before this run may write a token file of its own.
+    if !matches!(command, Command::UserData { .. } | Command::Proxy { .. }) {
+        // Every run on the machine (not the text-only `user-data`/`proxy`) first removes the
+        // token directories of runs that died without cleaning up (SIGKILL): a live token must
+        // not wait on disk for the next `connect`.
         crate::agent::remove_stale_token_dirs();
     }
     match command {
