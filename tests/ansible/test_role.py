@@ -10,9 +10,12 @@ subscription. web02 reaches ARM through a real proxy (tinyproxy) that wants a pa
   web01  system-assigned identity; resource name {hostname}-{vm_uuid8}
   web02  system-assigned identity; proxy with a password; agent settings (config.mode monitor)
   db03   asks for a user-assigned identity the VM does not have: IMDS 400 Identity not found
+The binary comes from the controller's dist/ (web01, artifact named by the architecture
+fact), a given file (web02) and a release URL on loopback with SHA256SUMS (db03, get_url).
 
 Runs (every one at -vvv, so the secret scan sees the most Ansible prints):
-  0. a wrong SHA-256 (web01 only): the host fails, nothing is installed
+  0. --check on fresh machines: reports what it would do, creates nothing
+  0b. a wrong SHA-256 (web01 copy, db03 get_url): the hosts fail, nothing is installed
   1. first run: web01, web02 enrolled (changed); db03 fails with exit 3 and the advice
   2. second run: changed=0 on every host; db03 still fails
   3. --check: changed=0, no file of any host changes, no agent connect
@@ -21,7 +24,8 @@ Runs (every one at -vvv, so the secret scan sees the most Ansible prints):
   5. the real run: web01 re-enrolled as itself (changed), web02 settings repaired (changed)
   6. and again: changed=0
 Then the secret scan: every token the fake IMDSes issued (--issued-tokens) and the proxy
-password, as 16-character fragments, raw and base64/hex/percent-encoded, over all output.
+password, as 16-character fragments, raw and base64/hex/percent-encoded, over all output; and
+its control: a copy task like the role's without no_log does leak the password at -vvv.
 
 Environment: ANSIBLE_PLAYBOOK (the venv's ansible-playbook), ARC_ENROLL_BIN (the release
 binary), FAKES (dir with fake-imds, fake-arm, fake-azcmagent), TINYPROXY (optional path),
@@ -234,6 +238,23 @@ def main():
     digest = sha256(artifact)
     (dist / "SHA256SUMS").write_text(f"{digest}  {artifact.name}\n")
 
+    # A release server on loopback for the get_url path.
+    import http.server
+    import threading
+
+    class Quiet(http.server.SimpleHTTPRequestHandler):
+        def __init__(self, *a, **kw):
+            super().__init__(*a, directory=str(dist), **kw)
+
+        def log_message(self, *a):
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Quiet)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    release_url = f"http://127.0.0.1:{server.server_address[1]}/releases/v{ver}"
+    (dist / "releases").mkdir()
+    (dist / "releases" / f"v{ver}").symlink_to(dist, target_is_directory=True)
+
     # One fake ARM and one fake Azure for the subscription; a proxy that wants a password.
     azure = work / "azure"
     azure.mkdir()
@@ -323,8 +344,15 @@ def main():
             "arc_enroll_imds_endpoint": f"http://127.0.0.1:{wait_file(work / f'imds-{h}.port')}",
             "arc_enroll_config": config,
         }
+        # Three ways to get the binary: web01 from the controller's dist/ (artifact name from the
+        # architecture fact), web02 a given file, db03 downloaded (get_url) with the checksum
+        # taken from the release's SHA256SUMS.
+        if h == "web01":
+            hv["arc_enroll_local_dir"] = str(dist)
+        if h == "web02":
+            hv["arc_enroll_local_file"] = str(BIN)
         if h == "db03":
-            # the other way to give the checksum: the release's SHA256SUMS
+            hv["arc_enroll_release_url"] = release_url
             hv["arc_enroll_sha256"] = {}
             hv["arc_enroll_sha256sums_file"] = str(dist / "SHA256SUMS")
         hostvars[h] = hv
@@ -337,7 +365,6 @@ def main():
                 "ansible_python_interpreter": sys.executable,
                 "ansible_become": False,
                 "arc_enroll_version": ver,
-                "arc_enroll_local_dir": str(dist),
                 "arc_enroll_sha256": {"x86_64": digest},
                 "arc_enroll_owner": user,
                 "arc_enroll_group": group,
@@ -388,15 +415,29 @@ def main():
 
     timings = {}
 
-    # 0. A wrong SHA-256: refused, nothing installed.
+    # 0. --check on machines that have nothing yet: reports what it would do, creates nothing.
+    snap = snapshot(hosts_root)
+    rc, out, rec, timings["check-fresh"] = play("run0-check-fresh", "--check")
+    check(rc == 0 and all(rec.get(h, {}).get("failed") == 0 for h in HOSTS), "check, fresh: no host failed", rec)
+    check(all(rec.get(h, {}).get("changed", 0) >= 2 for h in HOSTS),
+          "check, fresh: every host reports the changes it would make (binary, settings)", rec)
+    check(snapshot(hosts_root) == snap, "check, fresh: no file created", set(snapshot(hosts_root)) ^ set(snap))
+    lines = summary_lines(out)
+    check(all(f"{h}: check: arc-enroll is not installed: would install it, write the settings and enroll "
+              "(preflight needs the binary)" in lines for h in HOSTS), "check, fresh: the summary says so", lines)
+
+    # 0b. A wrong SHA-256 (copy on web01, get_url on db03): refused, nothing installed.
     rc, out, rec, timings["wrong-sha256"] = play(
-        "run0-wrong-sha256", "--limit", "web01", "-e", json.dumps({"arc_enroll_sha256": {"x86_64": "0" * 64}}))
-    check(rc != 0 and rec.get("web01", {}).get("failed") == 1, "wrong SHA-256: web01 failed", recap_text(out))
-    check("SHA-256 " + digest in out and "expected " + "0" * 64 in out,
-          "wrong SHA-256: the message names both checksums")
-    check(not Path(hostvars["web01"]["arc_enroll_install_path"]).exists(), "wrong SHA-256: nothing installed")
-    check(any(l.startswith("web01: FAILED before arc-enroll ran") for l in summary_lines(out)),
-          "wrong SHA-256: the summary says web01 failed before arc-enroll ran", summary_lines(out))
+        "run0b-wrong-sha256", "--limit", "web01,db03", "-e", json.dumps({"arc_enroll_sha256": {"x86_64": "0" * 64}}))
+    for h in ["web01", "db03"]:
+        check(rec.get(h, {}).get("failed") == 1, f"wrong SHA-256: {h} failed", recap_text(out))
+        check(not Path(hostvars[h]["arc_enroll_install_path"]).exists(), f"wrong SHA-256: nothing installed on {h}")
+        check(any(l.startswith(f"{h}: FAILED before arc-enroll ran") for l in summary_lines(out)),
+              f"wrong SHA-256: the summary says {h} failed before arc-enroll ran", summary_lines(out))
+    check(f"SHA-256 {digest}, expected {'0' * 64}" in fatal_msg(out, "web01"),
+          "wrong SHA-256 (copy): the message names both checksums", fatal_msg(out, "web01"))
+    check("0" * 64 in fatal_msg(out, "db03") and digest in fatal_msg(out, "db03"),
+          "wrong SHA-256 (get_url): the message names both checksums", fatal_msg(out, "db03"))
 
     # 1. First run.
     rc, out, rec, timings["first"] = play("run1-first", "--diff")
@@ -537,10 +578,20 @@ def main():
         hits = scan(text, frags)
         check(not hits, f"secret scan: no token or proxy password in {name} ({len(text)} characters at -vvv)",
               {k: (i, w, text[max(0, i - 80):i + 80]) for k, (i, w) in hits.items()})
+    # The scan can fail: the same kind of copy task without no_log prints the password (--diff).
+    if with_proxy:
+        r = subprocess.run(
+            [str(Path(ANSIBLE_PLAYBOOK).with_name("ansible")), "-i", str(inv), "web02", "-vvv", "--diff", "-m", "ansible.builtin.copy",
+             "-a", json.dumps({"content": json.dumps(hostvars["web02"]["arc_enroll_config"]),
+                               "dest": str(work / "control-config.json"), "mode": "0600"})],
+            env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, timeout=300)
+        check(r.returncode == 0 and "proxy password" in scan(r.stdout, frags),
+              "secret scan control: a copy task without no_log leaks the password with --diff, and the scan sees it",
+              r.stdout[-1500:])
     print(f"\nansible-test: scanned {total} characters of Ansible output for {len(named)} secrets "
           f"({len(frags)} fragments of {FRAG} characters)")
-    print("ansible-test: wall time per ansible-playbook run (3 hosts unless noted): "
-          + ", ".join(f"{k} {v:.1f} s" for k, v in timings.items()) + " (wrong-sha256: 1 host)")
+    print("ansible-test: wall time per ansible-playbook run at -vvv (3 hosts; wrong-sha256: 2): "
+          + ", ".join(f"{k} {v:.1f} s" for k, v in timings.items()))
     print(f"ansible-test: total {time.time() - t_all:.1f} s")
     if not keep and failed == 0:
         shutil.rmtree(work, ignore_errors=True)
