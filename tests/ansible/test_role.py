@@ -13,7 +13,7 @@ subscription. web02 reaches ARM through a real proxy (tinyproxy) that wants a pa
 The binary comes from the controller's dist/ (web01, artifact named by the architecture
 fact), a given file (web02) and a release URL on loopback with SHA256SUMS (db03, get_url).
 
-Runs (every one at -vvv, so the secret scan sees the most Ansible prints):
+Runs (all but the last at -vvv, so the secret scan sees the most Ansible prints):
   0. --check on fresh machines: reports what it would do, creates nothing
   0b. a wrong SHA-256 (web01 copy, db03 get_url): the hosts fail, nothing is installed
   1. first run: web01, web02 enrolled (changed); db03 fails with exit 3 and the advice
@@ -22,7 +22,7 @@ Runs (every one at -vvv, so the secret scan sees the most Ansible prints):
   4. web01 becomes a clone (new product_uuid and machine-id), web02's agent settings drift:
      --check reports what connect would do, still changing nothing
   5. the real run: web01 re-enrolled as itself (changed), web02 settings repaired (changed)
-  6. and again: changed=0
+  6. and again, at the default verbosity (printed in full): changed=0
 Then the secret scan: every token the fake IMDSes issued (--issued-tokens) and the proxy
 password, as 16-character fragments, raw and base64/hex/percent-encoded, over all output; and
 its control: a copy task like the role's without no_log does leak the password at -vvv.
@@ -143,7 +143,8 @@ def summary_lines(out):
 
 def fatal_msg(out, host):
     """The `msg` of the `fatal: [host]: FAILED! => {...}` block (multi-line JSON at -vvv)."""
-    m = re.search(rf"^fatal: \[{re.escape(host)}\]: FAILED! => (\{{.*?^\}})", out, re.M | re.S)
+    m = re.search(rf"^fatal: \[{re.escape(host)}\]: FAILED! => (\{{.*\}})$", out, re.M) or re.search(
+        rf"^fatal: \[{re.escape(host)}\]: FAILED! => (\{{.*?^\}})", out, re.M | re.S)
     if not m:
         return ""
     try:
@@ -400,15 +401,15 @@ def main():
 
     outputs = []
 
-    def play(name, *args):
+    def play(name, *args, verbose=True, show=False):
         t = time.time()
-        r = subprocess.run([ANSIBLE_PLAYBOOK, "-i", str(inv), str(PLAYBOOK), "-vvv", *args],
+        r = subprocess.run([ANSIBLE_PLAYBOOK, "-i", str(inv), str(PLAYBOOK), *(["-vvv"] if verbose else []), *args],
                            env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, timeout=600)
         secs = time.time() - t
         outputs.append((name, r.stdout))
         (work / f"{name}.log").write_text(r.stdout)
-        print(f"\n== {name}: ansible-playbook {' '.join(args)} -> exit {r.returncode} in {secs:.1f} s")
-        print(recap_text(r.stdout))
+        print(f"\n== {name}: ansible-playbook {'-vvv ' if verbose else ''}{' '.join(args)} -> exit {r.returncode} in {secs:.1f} s")
+        print(r.stdout.rstrip() if show else recap_text(r.stdout))
         for line in summary_lines(r.stdout):
             print(f"   summary | {line}")
         return r.returncode, r.stdout, recap(r.stdout), secs
@@ -548,10 +549,12 @@ def main():
     check(f"web02: {rid.get('web02')} (already enrolled as this machine; agent settings repaired)" in lines,
           "after changes: web02's settings repaired", lines)
 
-    # 6. And again: nothing to do.
-    rc, out, rec, timings["again"] = play("run6-again")
+    # 6. And again, at the default verbosity (what an operator sees): nothing to do.
+    rc, out, rec, timings["again (default verbosity)"] = play("run6-again", verbose=False, show=True)
     for h in HOSTS:
         check(rec.get(h, {}).get("changed") == 0, f"again: {h} changed=0", rec.get(h))
+    check(len(summary_lines(out)) == 3 and "exited 3 (no_token)" in fatal_msg(out, "db03"),
+          "again: at the default verbosity too, the summary and db03's reason are shown", out[-3000:])
 
     # The secret scan, over every run's full -vvv output.
     tokens = [t for f in token_files if f.exists() for t in f.read_text().split() if t]
@@ -590,7 +593,7 @@ def main():
               r.stdout[-1500:])
     print(f"\nansible-test: scanned {total} characters of Ansible output for {len(named)} secrets "
           f"({len(frags)} fragments of {FRAG} characters)")
-    print("ansible-test: wall time per ansible-playbook run at -vvv (3 hosts; wrong-sha256: 2): "
+    print("ansible-test: wall time per ansible-playbook run (3 hosts; wrong-sha256: 2): "
           + ", ".join(f"{k} {v:.1f} s" for k, v in timings.items()))
     print(f"ansible-test: total {time.time() - t_all:.1f} s")
     if not keep and failed == 0:
