@@ -403,6 +403,17 @@ def main():
 
     outputs = []
 
+    # The README's example inventory parses, with its three hosts in arc_fleet.
+    r = subprocess.run([str(Path(ANSIBLE_PLAYBOOK).with_name("ansible-inventory")), "-i",
+                        str(PLAYBOOK.with_name("inventory.example.yml")), "--list"],
+                       env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, timeout=120)
+    try:
+        example_hosts = json.loads(r.stdout)["arc_fleet"]["hosts"]
+    except (ValueError, KeyError):
+        example_hosts = []
+    check(r.returncode == 0 and len(example_hosts) == 3, "the example inventory parses: arc_fleet has 3 hosts",
+          r.stdout[-1500:])
+
     def play(name, *args, verbose=True, show=False):
         t = time.time()
         r = subprocess.run([ANSIBLE_PLAYBOOK, "-i", str(inv), str(PLAYBOOK), *(["-vvv"] if verbose else []), *args],
