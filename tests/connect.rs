@@ -438,6 +438,8 @@ fn the_token_never_appears_in_any_log_at_any_level() {
 fn token_on_command_line_switches_to_access_token() {
     let imds = imds();
     let sb = Sandbox::new("cmdline");
+    // --token-on-command-line: the agent's argv is the channel the test asks for.
+    sb.allow(ACCESS_TOKEN, "agent-argv:connect");
     let r = sb.run(&imds.url(), &["connect", "--token-on-command-line"], &[]);
     r.expect_code(0);
     let c = &sb.agent_calls_of("connect")[0];
@@ -585,6 +587,8 @@ fn user_assigned_identity_answering_a_system_assigned_request_is_reported() {
 fn an_agent_hanging_past_the_deadline_is_stopped_and_the_token_stays_out_of_the_error() {
     let imds = imds();
     let sb = Sandbox::new("hang");
+    // --token-on-command-line: the agent's argv is the channel the test asks for.
+    sb.allow(ACCESS_TOKEN, "agent-argv:connect");
     sb.agent_behaviour(json!({"connect_hang_secs": 600}));
     let r = sb.run(
         &imds.url(),

@@ -657,6 +657,9 @@ fn sigkill_mid_connect_takes_the_agent_along_and_the_next_run_removes_the_token_
     std::fs::create_dir_all(run_dir.join("elsewhere/keep")).unwrap();
     std::os::unix::fs::symlink(run_dir.join("elsewhere"), run_dir.join("arc-enroll-2-3")).unwrap();
     let env = [("ARC_ENROLL_RUNTIME_DIR", run_dir.to_str().unwrap())];
+    // The SIGKILLed run's token file is there between the kill and the next run (this test checks
+    // that it is, then that the next run removes it).
+    sb.allow(ACCESS_TOKEN, "file:run/arc-enroll-");
     sb.agent_behaviour(json!({"connect_hang_secs": 60}));
     let mut c = sb.cmd(&imds.url());
     c.arg("connect")

@@ -7,17 +7,18 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use arc_enroll::agent::{parse_config_value, parse_version, Show};
+use arc_enroll::azure::proxy::{
+    no_proxy_match, parse_etc_environment, split_url, ProxyConfig, ProxyUrl, Route,
+};
 use arc_enroll::cli::{Opts, Sources};
 use arc_enroll::config::{
     parse_resource_id, parse_tags, render_resource_name, resolve, validate_guid, Identity,
     MachineFacts, Sourced,
 };
-use arc_enroll::imds::classify_token_reply;
-use arc_enroll::proxy::{
-    no_proxy_match, parse_etc_environment, split_url, ProxyConfig, ProxyUrl, Route,
-};
-use arc_enroll::retry::{parse_duration, parse_retry_after, Attempt};
-use arc_enroll::token::{decode_claims_str, refusal};
+use arc_enroll::identity::imds::classify_token_reply;
+use arc_enroll::identity::token::{decode_claims_str, refusal};
+use arc_enroll::retry::{parse_retry_after, Attempt};
+use arc_enroll::timefmt::parse_duration;
 use base64::Engine;
 use proptest::prelude::*;
 
@@ -476,12 +477,12 @@ proptest! {
         match r {
             Err(e) => prop_assert_eq!(e.exit_code(), 2, "{}", e),
             Ok(settings) => {
-                let (config, _notes) = arc_enroll::userdata::config_json(&settings);
-                let f = arc_enroll::userdata::Fetch {
+                let (config, _notes) = arc_enroll::commands::userdata::config_json(&settings);
+                let f = arc_enroll::commands::userdata::Fetch {
                     url: "https://example.invalid/arc-enroll".into(),
                     sha256: "0".repeat(64),
                 };
-                let text = arc_enroll::userdata::render(&config, fetch.then_some(&f));
+                let text = arc_enroll::commands::userdata::render(&config, fetch.then_some(&f));
                 let parsed = parse_user_data(&text);
                 prop_assert!(parsed.is_ok(), "{}", parsed.unwrap_err());
                 prop_assert_eq!(parsed.unwrap(), config.clone());
@@ -489,7 +490,7 @@ proptest! {
                 let runcmd = doc["runcmd"].as_array().unwrap();
                 if fetch {
                     prop_assert_eq!(runcmd.len(), 2);
-                    prop_assert_eq!(&runcmd[0][2], &serde_json::json!(arc_enroll::userdata::fetch_script(&f, &config)));
+                    prop_assert_eq!(&runcmd[0][2], &serde_json::json!(arc_enroll::commands::userdata::fetch_script(&f, &config)));
                     prop_assert_eq!(&runcmd[1], &serde_json::json!(["/usr/local/bin/arc-enroll", "connect"]));
                 } else {
                     prop_assert_eq!(runcmd, &vec![serde_json::json!(["arc-enroll", "connect"])]);
@@ -514,7 +515,7 @@ fn a_line_separator_in_a_tag_cannot_add_a_bootcmd() {
     );
     // The generator alone (as if a caller built settings past `resolve`'s checks).
     let config = serde_json::json!({ "tags": tags });
-    let text = arc_enroll::userdata::render(&config, None);
+    let text = arc_enroll::commands::userdata::render(&config, None);
     let parsed = parse_user_data(&text).unwrap();
     assert_eq!(parsed, config);
     // And `resolve` refuses it in the first place, naming the setting and where it came from.

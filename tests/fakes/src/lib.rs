@@ -7,6 +7,7 @@
 //! - `store`: the fake "Azure" state shared by the fake ARM and the fake agent (a directory)
 //! - `ratelimit`: ARM's token buckets (per principal and global, FACTS §12), for the fake ARM
 //! - `jwt`: minting and reading unsigned test JWTs
+//! - `secrets`: the registry of secrets the fakes issue (the tests' secret scanner reads it)
 //! - `http`: the tiny HTTP/1.1 server both servers are built on
 
 pub mod arm;
@@ -15,4 +16,5 @@ pub mod http;
 pub mod imds;
 pub mod jwt;
 pub mod ratelimit;
+pub mod secrets;
 pub mod store;
