@@ -28,11 +28,13 @@ const CA_BUNDLES: &[&str] = &[
 ];
 const CA_DIRS: &[&str] = &["/etc/ssl/certs"];
 
-/// A response: status, `Retry-After` (parsed), and the body as text.
+/// A response: status, `Retry-After` (parsed), ARM's `x-ms-ratelimit-remaining-*` headers
+/// (lower-case names), and the body as text.
 #[derive(Debug, Clone)]
 pub struct Reply {
     pub status: u16,
     pub retry_after: Option<Duration>,
+    pub ratelimit: Vec<(String, String)>,
     pub body: String,
 }
 
@@ -288,6 +290,12 @@ fn finish(result: Result<ureq::http::Response<ureq::Body>, ureq::Error>) -> Resu
         .get("retry-after")
         .and_then(|v| v.to_str().ok())
         .and_then(crate::retry::parse_retry_after);
+    let ratelimit = resp
+        .headers()
+        .iter()
+        .filter(|(k, _)| k.as_str().starts_with("x-ms-ratelimit-remaining-"))
+        .filter_map(|(k, v)| Some((k.as_str().to_string(), v.to_str().ok()?.to_string())))
+        .collect();
     let body = resp
         .body_mut()
         .with_config()
@@ -297,6 +305,7 @@ fn finish(result: Result<ureq::http::Response<ureq::Body>, ureq::Error>) -> Resu
     Ok(Reply {
         status,
         retry_after,
+        ratelimit,
         body,
     })
 }

@@ -1,6 +1,8 @@
-//! Reaching Azure: curl's proxy rules (`proxy`) and proxy URLs (`proxy_url`), the HTTP agents (`http`), ARM reads (`arm`).
+//! Reaching Azure: curl's proxy rules (`proxy`) and proxy URLs (`proxy_url`), the HTTP agents (`http`), ARM reads (`arm`), pacing by ARM's
+//! reported request budget (`pacing`).
 
 pub mod arm;
 pub mod http;
+pub mod pacing;
 pub mod proxy;
 pub mod proxy_url;
