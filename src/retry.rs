@@ -366,11 +366,23 @@ mod tests {
         assert_eq!(c.real(Duration::from_secs(10)), Duration::from_secs(1));
         // io_timeout: real time, floored at MIN_REAL_IO_TIMEOUT (or d itself when shorter)
         let fast = Clock::with_scale(100.0);
-        assert_eq!(fast.io_timeout(Duration::from_secs(60)), MIN_REAL_IO_TIMEOUT);
-        assert_eq!(fast.io_timeout(Duration::from_secs(1)), Duration::from_secs(1));
-        assert_eq!(fast.io_timeout(Duration::from_secs(1000)), Duration::from_secs(10));
+        assert_eq!(
+            fast.io_timeout(Duration::from_secs(60)),
+            MIN_REAL_IO_TIMEOUT
+        );
+        assert_eq!(
+            fast.io_timeout(Duration::from_secs(1)),
+            Duration::from_secs(1)
+        );
+        assert_eq!(
+            fast.io_timeout(Duration::from_secs(1000)),
+            Duration::from_secs(10)
+        );
         let real = Clock::with_scale(1.0);
-        assert_eq!(real.io_timeout(Duration::from_secs(7)), Duration::from_secs(7));
+        assert_eq!(
+            real.io_timeout(Duration::from_secs(7)),
+            Duration::from_secs(7)
+        );
     }
 
     #[test]
@@ -405,7 +417,10 @@ mod tests {
         let c = Clock::with_scale(1.0);
         let gone = Deadline::new(c, Duration::ZERO);
         assert!(gone.expired());
-        assert_eq!(gone.bounded(Duration::from_secs(5)), Duration::from_millis(1));
+        assert_eq!(
+            gone.bounded(Duration::from_secs(5)),
+            Duration::from_millis(1)
+        );
         let far = Deadline::new(c, Duration::from_secs(3600));
         assert!(!far.expired());
         assert_eq!(far.bounded(Duration::from_secs(5)), Duration::from_secs(5));
