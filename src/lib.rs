@@ -30,6 +30,9 @@ pub mod output;
 pub mod proxy;
 pub mod retry;
 pub mod signals;
+// Moves under src/identity/mod.rs once the reshape (issue 13) lands.
+#[path = "identity/sigv4.rs"]
+pub mod sigv4;
 pub mod state;
 pub mod token;
 pub mod userdata;
