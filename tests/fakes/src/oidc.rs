@@ -1,0 +1,168 @@
+//! What the federation fakes share: external OIDC tokens ("assertions") that the fake Entra can
+//! check were really minted by a fake issuer and not edited on the way, and the list of secrets
+//! each fake hands out (for the tests' secret scanner).
+//!
+//! Signatures: a real issuer signs with RS256 and publishes its keys at its JWKS endpoint, which
+//! Entra fetches. The fakes sign `header.payload` with HMAC-SHA256 under a key derived from the
+//! issuer URL (the stand-in for that issuer's JWKS), so the fake Entra detects a token whose bytes
+//! were changed (trimmed, re-encoded, claims edited) without any network fetch. The header still
+//! says `RS256` because that is what the real issuers send.
+
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use base64::Engine;
+use ring::hmac;
+use serde_json::{json, Value};
+use std::sync::{Arc, Mutex};
+
+/// Kinds of secret, named as the shared secret-scan registry names them.
+pub const FEDERATED_ASSERTION: &str = "federated assertion";
+pub const EXCHANGED_TOKEN: &str = "exchanged access token";
+pub const AWS_SECRET_ACCESS_KEY: &str = "AWS secret access key";
+pub const AWS_SESSION_TOKEN: &str = "AWS session token";
+pub const IMDSV2_SESSION_TOKEN: &str = "AWS IMDSv2 session token";
+pub const GITHUB_REQUEST_TOKEN: &str = "GitHub Actions ID-token request token";
+
+/// Every secret one fake handed out, in order (kind, value).
+#[derive(Clone, Default)]
+pub struct IssuedLog(Arc<Mutex<Vec<(String, String)>>>);
+
+impl IssuedLog {
+    pub fn record(&self, kind: &str, value: &str) {
+        if value.is_empty() {
+            return;
+        }
+        let mut l = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        if !l.iter().any(|(_, v)| v == value) {
+            l.push((kind.to_string(), value.to_string()));
+        }
+    }
+
+    pub fn all(&self) -> Vec<(String, String)> {
+        self.0.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    pub fn values(&self) -> Vec<String> {
+        self.all().into_iter().map(|(_, v)| v).collect()
+    }
+}
+
+impl std::fmt::Debug for IssuedLog {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "IssuedLog(<{} secrets>)", self.all().len())
+    }
+}
+
+fn issuer_key(iss: &str) -> hmac::Key {
+    hmac::Key::new(
+        hmac::HMAC_SHA256,
+        format!("arc-enroll fake OIDC issuer key for {iss}").as_bytes(),
+    )
+}
+
+/// A token from issuer `claims.iss`, signed so that [`verify`] accepts it.
+pub fn mint(claims: &Value, kid: &str) -> String {
+    let iss = claims.get("iss").and_then(|v| v.as_str()).unwrap_or("");
+    let header = json!({"alg": "RS256", "kid": kid, "typ": "JWT"});
+    let signing_input = format!(
+        "{}.{}",
+        URL_SAFE_NO_PAD.encode(header.to_string()),
+        URL_SAFE_NO_PAD.encode(claims.to_string())
+    );
+    let sig = hmac::sign(&issuer_key(iss), signing_input.as_bytes());
+    format!("{signing_input}.{}", URL_SAFE_NO_PAD.encode(sig.as_ref()))
+}
+
+/// Why a presented token is not acceptable before any claim is looked at.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Malformed {
+    /// Not three base64url parts with a JSON payload.
+    NotAJwt,
+    /// The signature does not match the issuer's key (bytes changed after minting, or not minted
+    /// by a fake issuer at all).
+    BadSignature,
+}
+
+/// The claims of a token minted by [`mint`], checked against its issuer's key.
+pub fn verify(token: &str) -> Result<Value, Malformed> {
+    let parts: Vec<&str> = token.split('.').collect();
+    if parts.len() != 3 {
+        return Err(Malformed::NotAJwt);
+    }
+    let payload = URL_SAFE_NO_PAD
+        .decode(parts[1])
+        .map_err(|_| Malformed::NotAJwt)?;
+    let claims: Value = serde_json::from_slice(&payload).map_err(|_| Malformed::NotAJwt)?;
+    if !claims.is_object() {
+        return Err(Malformed::NotAJwt);
+    }
+    let iss = claims.get("iss").and_then(|v| v.as_str()).unwrap_or("");
+    let sig = URL_SAFE_NO_PAD
+        .decode(parts[2])
+        .map_err(|_| Malformed::BadSignature)?;
+    let input = format!("{}.{}", parts[0], parts[1]);
+    hmac::verify(&issuer_key(iss), input.as_bytes(), &sig).map_err(|_| Malformed::BadSignature)?;
+    Ok(claims)
+}
+
+/// A Kubernetes projected service-account token (the `file` source's usual content): issuer the
+/// cluster's OIDC URL, `sub` `system:serviceaccount:<ns>:<sa>`, `aud` a one-element array as the
+/// kubelet writes it, `exp` `lifetime_secs` from now.
+pub fn kubernetes_token(
+    issuer: &str,
+    namespace: &str,
+    sa: &str,
+    audience: &str,
+    lifetime_secs: i64,
+) -> String {
+    let now = crate::jwt::now_unix() as i64;
+    mint(
+        &json!({
+            "aud": [audience],
+            "exp": now + lifetime_secs,
+            "iat": now,
+            "nbf": now,
+            "iss": issuer,
+            "kubernetes.io": {
+                "namespace": namespace,
+                "pod": {"name": format!("{sa}-0"), "uid": crate::imds::fake_guid(&format!("pod:{namespace}:{sa}"))},
+                "serviceaccount": {"name": sa, "uid": crate::imds::fake_guid(&format!("sa:{namespace}:{sa}"))}
+            },
+            "sub": format!("system:serviceaccount:{namespace}:{sa}"),
+        }),
+        "k8s-fake-key",
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn minted_tokens_verify_and_edits_do_not() {
+        let t = mint(&json!({"iss": "https://issuer.example", "sub": "s"}), "k");
+        assert_eq!(verify(&t).unwrap()["sub"], "s");
+        // Another issuer's key, an edited payload, a truncated signature: all rejected.
+        let other = mint(&json!({"iss": "https://other.example", "sub": "s"}), "k");
+        let parts: Vec<&str> = t.split('.').collect();
+        let o: Vec<&str> = other.split('.').collect();
+        let forged = format!("{}.{}.{}", parts[0], o[1], parts[2]);
+        assert_eq!(verify(&forged), Err(Malformed::BadSignature));
+        assert_eq!(verify(&t[..t.len() - 2]), Err(Malformed::BadSignature));
+        assert_eq!(verify("a.b"), Err(Malformed::NotAJwt));
+        assert_eq!(verify("a.!!.c"), Err(Malformed::NotAJwt));
+    }
+
+    #[test]
+    fn kubernetes_token_shape() {
+        let t = kubernetes_token(
+            "https://oidc.example/abc/",
+            "arc",
+            "enroller",
+            "api://AzureADTokenExchange",
+            3600,
+        );
+        let c = verify(&t).unwrap();
+        assert_eq!(c["sub"], "system:serviceaccount:arc:enroller");
+        assert_eq!(c["aud"], json!(["api://AzureADTokenExchange"]));
+    }
+}
