@@ -212,3 +212,95 @@ fn a_wrong_secret_fails_the_vector() {
     let creq = std::fs::read_to_string(dir.join("header-canonical-request.txt")).unwrap();
     assert_eq!(signed.canonical_request, creq.trim_end_matches('\n'));
 }
+
+/// Our signer against AWS's own (aws-sigv4, inside the fake STS): a GetWebIdentityToken call
+/// signed by src/identity/sigv4.rs with role credentials from the fake IMDSv2 is accepted, and the
+/// same call with one byte of the body changed after signing is refused.
+#[test]
+fn our_signature_is_accepted_by_aws_sigv4_in_the_fake_sts() {
+    use arc_enroll_fakes::aws::{AwsConfig, FakeAws};
+    let f = FakeAws::start(AwsConfig::default(), None);
+    let plain = ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .build()
+        .new_agent();
+    let session = plain
+        .put(&format!("{}/latest/api/token", f.imds_url()))
+        .header("X-aws-ec2-metadata-token-ttl-seconds", "60")
+        .send_empty()
+        .unwrap()
+        .body_mut()
+        .read_to_string()
+        .unwrap();
+    let creds: Value = serde_json::from_str(
+        &plain
+            .get(&format!(
+                "{}/latest/meta-data/iam/security-credentials/arc-enroll-role",
+                f.imds_url()
+            ))
+            .header("X-aws-ec2-metadata-token", &session)
+            .call()
+            .unwrap()
+            .body_mut()
+            .read_to_string()
+            .unwrap(),
+    )
+    .unwrap();
+    let creds = Credentials::new(
+        creds["AccessKeyId"].as_str().unwrap(),
+        creds["SecretAccessKey"].as_str().unwrap(),
+        creds["Token"].as_str(),
+    );
+    let host = f.sts_url().trim_start_matches("https://").to_string();
+    let body = "Action=GetWebIdentityToken&Version=2011-06-15&Audience.member.1=api%3A%2F%2FAzureADTokenExchange&SigningAlgorithm=RS256&DurationSeconds=300";
+    let headers = vec![
+        ("Host".to_string(), host),
+        (
+            "Content-Type".to_string(),
+            "application/x-www-form-urlencoded; charset=utf-8".to_string(),
+        ),
+    ];
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64;
+    let signed = sigv4::sign(
+        &Request {
+            method: "POST",
+            path: "/",
+            query: "",
+            headers: &headers,
+            body: body.as_bytes(),
+        },
+        &creds,
+        &Params {
+            region: "eu-west-1",
+            service: "sts",
+            unix_time: now,
+            normalize_path: true,
+            content_sha256_header: false,
+            sign_session_token: true,
+        },
+    );
+    let agent = arc_enroll_fakes::https::test_agent(&f.ca());
+    let send = |body: &str| {
+        let mut r = agent.post(&format!("{}/", f.sts_url())).header(
+            "Content-Type",
+            "application/x-www-form-urlencoded; charset=utf-8",
+        );
+        for (k, v) in &signed.headers {
+            r = r.header(k, v);
+        }
+        let mut resp = r.send(body).unwrap();
+        (
+            resp.status().as_u16(),
+            resp.body_mut().read_to_string().unwrap(),
+        )
+    };
+    let (status, xml) = send(body);
+    assert_eq!(status, 200, "{xml}");
+    assert!(xml.contains("<WebIdentityToken>"), "{xml}");
+    let (status, xml) = send(&body.replace("300", "301"));
+    assert_eq!(status, 403, "{xml}");
+    assert!(xml.contains("<Code>SignatureDoesNotMatch</Code>"), "{xml}");
+}

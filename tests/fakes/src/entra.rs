@@ -299,27 +299,10 @@ pub fn entra_error(status: u16, error: &str, code: u32, message: &str) -> Reply 
     )
 }
 
-/// `YYYY-MM-DD HH:MM:SSZ` (Entra's timestamp format) without a date crate.
+/// `YYYY-MM-DD HH:MM:SSZ` (Entra's timestamp format).
 fn entra_timestamp() -> String {
-    let secs = jwt::now_unix() as i64;
-    let days = secs.div_euclid(86_400);
-    let rem = secs.rem_euclid(86_400);
-    // Howard Hinnant's civil_from_days.
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    let y = yoe + era * 400 + if m <= 2 { 1 } else { 0 };
-    format!(
-        "{y:04}-{m:02}-{d:02} {:02}:{:02}:{:02}Z",
-        rem / 3600,
-        rem % 3600 / 60,
-        rem % 60
-    )
+    let (y, m, d, hh, mm, ss) = oidc::civil(jwt::now_unix() as i64);
+    format!("{y:04}-{m:02}-{d:02} {hh:02}:{mm:02}:{ss:02}Z")
 }
 
 fn form(body: &[u8]) -> Vec<(String, String)> {

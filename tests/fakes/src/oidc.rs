@@ -133,8 +133,48 @@ pub fn kubernetes_token(
     )
 }
 
+/// Unix seconds => (year, month, day, hour, minute, second) in UTC (Howard Hinnant's
+/// civil_from_days; the fakes have no date crate).
+pub fn civil(secs: i64) -> (i64, i64, i64, i64, i64, i64) {
+    let days = secs.div_euclid(86_400);
+    let rem = secs.rem_euclid(86_400);
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + if m <= 2 { 1 } else { 0 };
+    (y, m, d, rem / 3600, rem % 3600 / 60, rem % 60)
+}
+
+/// (year, month, day) => days since 1970-01-01 (days_from_civil).
+pub fn days_from_civil(y: i64, m: i64, d: i64) -> i64 {
+    let y = if m <= 2 { y - 1 } else { y };
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let mp = if m > 2 { m - 3 } else { m + 9 };
+    let doy = (153 * mp + 2) / 5 + d - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    era * 146_097 + doe - 719_468
+}
+
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn civil_round_trip() {
+        // 2015-08-30T12:36:00Z, the SigV4 suite's time.
+        assert_eq!(civil(1_440_938_160), (2015, 8, 30, 12, 36, 0));
+        assert_eq!(
+            days_from_civil(2015, 8, 30) * 86_400 + 12 * 3600 + 36 * 60,
+            1_440_938_160
+        );
+        assert_eq!(civil(951_782_400), (2000, 2, 29, 0, 0, 0));
+        assert_eq!(days_from_civil(2000, 2, 29) * 86_400, 951_782_400);
+    }
+
     use super::*;
 
     #[test]
