@@ -4,7 +4,7 @@
 //! to sign, the signature and the signed request's added headers. The expected texts are AWS's,
 //! not ours.
 
-use arc_enroll::sigv4::{self, Credentials, Params, Request};
+use arc_enroll::identity::sigv4::{self, Credentials, Params, Request};
 use serde_json::Value;
 use std::path::{Path, PathBuf};
 

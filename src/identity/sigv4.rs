@@ -124,8 +124,10 @@ impl Signed {
 
 /// `YYYYMMDDTHHMMSSZ`, or None for a time outside what jiff represents.
 pub fn amz_date(unix_time: i64) -> Option<String> {
+    // RFC 3339 without its separators (jiff's Display, already linked for `timefmt`; strftime
+    // would add its formatter to the binary for this one string).
     let ts = jiff::Timestamp::from_second(unix_time).ok()?;
-    Some(ts.strftime("%Y%m%dT%H%M%SZ").to_string())
+    Some(ts.to_string().replace(['-', ':'], ""))
 }
 
 pub fn sign(req: &Request, creds: &Credentials, p: &Params) -> Signed {

@@ -633,7 +633,8 @@ fn mint(st: &mut State, ident: &FederatedIdentity, resource: &str) -> (String, u
         "xms_mirid": id.resource_id,
         "xms_tcdt": 1_289_241_547,
     });
-    (jwt::mint(&claims), lifetime as u64)
+    // Signed like the fake issuers' tokens, so each has its own signature (the scanner's secret).
+    (oidc::mint(&claims, "entra-fake-key"), lifetime as u64)
 }
 
 #[cfg(test)]

@@ -130,6 +130,7 @@ impl HttpsServer {
                 std::thread::spawn(move || {
                     let peer = tcp.peer_addr().ok();
                     let _ = tcp.set_read_timeout(Some(Duration::from_secs(30)));
+                    let _ = tcp.set_nodelay(true);
                     let Ok(conn) = rustls::ServerConnection::new(cfg) else {
                         return;
                     };

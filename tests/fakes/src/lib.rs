@@ -5,6 +5,7 @@
 //! - `arm`: Azure Resource Manager over HTTPS with a test CA (providers, permissions, machines)
 //! - `store`: the fake "Azure" state shared by the fake ARM and the fake agent (a directory)
 //! - `jwt`: minting and reading unsigned test JWTs
+//! - `secrets`: the registry of secrets the fakes issue (the tests' secret scanner reads it)
 //! - `http`: the tiny HTTP/1.1 server both servers are built on
 //! - `https`: a test CA and an HTTPS server for the federation fakes
 //! - `oidc`: external OIDC tokens the fake issuers mint and the fake Entra verifies; issued secrets
@@ -23,4 +24,5 @@ pub mod https;
 pub mod imds;
 pub mod jwt;
 pub mod oidc;
+pub mod secrets;
 pub mod store;

@@ -15,14 +15,15 @@ use serde_json::{json, Value};
 use std::sync::{Arc, Mutex};
 
 /// Kinds of secret, named as the shared secret-scan registry names them.
-pub const FEDERATED_ASSERTION: &str = "federated assertion";
-pub const EXCHANGED_TOKEN: &str = "exchanged access token";
+pub const FEDERATED_ASSERTION: &str = crate::secrets::FEDERATED_ASSERTION;
+pub const EXCHANGED_TOKEN: &str = crate::secrets::EXCHANGED_TOKEN;
 pub const AWS_SECRET_ACCESS_KEY: &str = "AWS secret access key";
 pub const AWS_SESSION_TOKEN: &str = "AWS session token";
 pub const IMDSV2_SESSION_TOKEN: &str = "AWS IMDSv2 session token";
 pub const GITHUB_REQUEST_TOKEN: &str = "GitHub Actions ID-token request token";
 
-/// Every secret one fake handed out, in order (kind, value).
+/// Every secret one fake handed out, in order (kind, value); each is also registered with the
+/// tests' secret scanner (`crate::secrets`).
 #[derive(Clone, Default)]
 pub struct IssuedLog(Arc<Mutex<Vec<(String, String)>>>);
 
@@ -31,6 +32,16 @@ impl IssuedLog {
         if value.is_empty() {
             return;
         }
+        // What of a JWT is secret: not its header (shared by every token of an issuer), not its
+        // claims (arc-enroll prints them, and base64 of similar JSON shares 16-byte runs between
+        // tokens: `","exp":17…`, a tenant id at the same alignment): its signature, which makes it
+        // a credential and which every leak of the whole token contains. Every JWT these fakes
+        // mint has its own signature (`mint`).
+        let secret_part = match value.split('.').collect::<Vec<_>>().as_slice() {
+            [_, _, sig] if sig.len() >= 16 => *sig,
+            _ => value,
+        };
+        crate::secrets::register(kind, secret_part);
         let mut l = self.0.lock().unwrap_or_else(|e| e.into_inner());
         if !l.iter().any(|(_, v)| v == value) {
             l.push((kind.to_string(), value.to_string()));
