@@ -95,16 +95,7 @@ impl Http {
     /// GET from IMDS: direct, whatever the environment says (FACTS §5.1: IMDS behind a proxy is
     /// unsupported), no redirects, `Metadata: true`.
     pub fn imds_get(&self, url: &str, timeout: Duration) -> Result<Reply, Failure> {
-        let agent = self.imds.get_or_init(|| {
-            Agent::new_with_config(
-                Agent::config_builder()
-                    .proxy(None)
-                    .http_status_as_error(false)
-                    .max_redirects(0)
-                    .user_agent(USER_AGENT)
-                    .build(),
-            )
-        });
+        let agent = self.imds.get_or_init(imds_agent);
         let req = agent
             .get(url)
             .header("Metadata", "true")
@@ -112,6 +103,38 @@ impl Http {
             .timeout_global(Some(timeout))
             .build();
         interruptible(move || finish(req.call()))
+    }
+
+    /// A request to another cloud's instance metadata service (GCP metadata server, AWS IMDSv2):
+    /// direct like IMDS, whatever the environment says (CONTRACT §6: metadata endpoints are never
+    /// proxied), no redirects, only the headers given (no `Metadata: true`).
+    pub fn metadata_request(
+        &self,
+        method: &str,
+        url: &str,
+        headers: &[(&str, &str)],
+        timeout: Duration,
+    ) -> Result<Reply, Failure> {
+        let agent = self.imds.get_or_init(imds_agent);
+        match method {
+            "GET" => {
+                let mut req = agent.get(url);
+                for (k, v) in headers {
+                    req = req.header(*k, *v);
+                }
+                let req = req.config().timeout_global(Some(timeout)).build();
+                interruptible(move || finish(req.call()))
+            }
+            "PUT" => {
+                let mut req = agent.put(url);
+                for (k, v) in headers {
+                    req = req.header(*k, *v);
+                }
+                let req = req.config().timeout_global(Some(timeout)).build();
+                interruptible(move || finish(req.send_empty()))
+            }
+            _ => Err(Failure::Other(format!("unsupported method {method}"))),
+        }
     }
 
     /// A request to anything but IMDS, through the proxy `route` picks for this URL.
@@ -262,6 +285,18 @@ fn interruptible<T: Send + 'static>(
             }
         }
     }
+}
+
+/// The metadata agent (IMDS, GCP, AWS): no proxy, no redirects.
+fn imds_agent() -> Agent {
+    Agent::new_with_config(
+        Agent::config_builder()
+            .proxy(None)
+            .http_status_as_error(false)
+            .max_redirects(0)
+            .user_agent(USER_AGENT)
+            .build(),
+    )
 }
 
 /// For an https URL (`https`): https only, so a redirect to http:// is refused, not followed. For a
