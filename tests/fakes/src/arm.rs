@@ -8,8 +8,10 @@
 //! machine does not trust). `/installer.sh` serves a test installer script. Every request is
 //! recorded (the bearer token replaced by its claims' `oid`).
 
+use crate::arm_hybrid::{self, Assignment, Caller, HybridState, RelayConfig};
 use crate::http::{serve, Handler, Reply, Request};
 use crate::jwt;
+use crate::store::Store;
 use rcgen::{
     BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, KeyPair,
     KeyUsagePurpose,
@@ -85,6 +87,8 @@ pub struct ArmConfig {
     /// Body of `/installer.sh`.
     pub installer: Option<String>,
     pub log_stderr: bool,
+    /// Nexus Private Relay behaviour (`arm_hybrid`).
+    pub relay: RelayConfig,
 }
 
 impl Default for ArmConfig {
@@ -102,6 +106,7 @@ impl Default for ArmConfig {
             untrusted: false,
             installer: None,
             log_stderr: false,
+            relay: RelayConfig::default(),
         }
     }
 }
@@ -129,6 +134,7 @@ struct State {
     permission_reads: u32,
     throttled: u32,
     requests: Vec<Recorded>,
+    hybrid: HybridState,
 }
 
 pub struct FakeArm {
@@ -209,6 +215,7 @@ impl FakeArm {
             permission_reads: 0,
             throttled: 0,
             requests: Vec::new(),
+            hybrid: HybridState::default(),
         }));
         let stop = Arc::new(AtomicBool::new(false));
         let started = Instant::now();
@@ -271,6 +278,11 @@ impl FakeArm {
             .into_iter()
             .filter(|r| r.path.ends_with(suffix))
             .collect()
+    }
+
+    /// Every assignRelay the fake accepted, with its operation's state.
+    pub fn relay_assignments(&self) -> Vec<Assignment> {
+        self.state.lock().unwrap().hybrid.assignments.clone()
     }
 
     pub fn update(&self, f: impl FnOnce(&mut ArmConfig)) {
@@ -377,6 +389,9 @@ fn route(st: &mut State, req: &Request, has_bearer: bool, claims: Option<&Value>
     let sub = seg[1];
     let oid = claims.get("oid").and_then(|v| v.as_str()).unwrap_or("");
     let appid = claims.get("appid").and_then(|v| v.as_str()).unwrap_or(oid);
+    let tenant = claims.get("tid").and_then(|v| v.as_str()).unwrap_or("");
+    let caller = Caller { appid, oid, tenant };
+    let store = st.cfg.azure_dir.clone().map(Store::new);
     let forbidden = |action: &str, scope: &str| {
         arm_error(
             403,
@@ -421,11 +436,18 @@ fn route(st: &mut State, req: &Request, has_bearer: bool, claims: Option<&Value>
             st.permission_reads += 1;
             let granted =
                 !st.cfg.permissions_never && st.permission_reads > st.cfg.permissions_missing_polls;
-            let value = if granted {
+            let mut value = if granted {
                 granted_permissions()
             } else {
                 no_permissions()
             };
+            if let (true, Some(list), Some(extra)) = (
+                granted,
+                value.as_array_mut(),
+                arm_hybrid::extra_permission(&st.cfg.relay),
+            ) {
+                list.push(extra);
+            }
             return Reply::json(200, &json!({ "value": value }));
         }
         // .../providers/Microsoft.HybridCompute/machines/{name}
@@ -448,8 +470,18 @@ fn route(st: &mut State, req: &Request, has_bearer: bool, claims: Option<&Value>
                     &format!("{scope}/providers/Microsoft.HybridCompute/machines/{name}"),
                 );
             }
-            return machine(st, req, sub, rg, name);
+            let _ = name;
         }
+    }
+    if let Some(reply) = arm_hybrid::route(
+        &mut st.hybrid,
+        &st.cfg.relay,
+        store.as_ref(),
+        req,
+        &seg,
+        &caller,
+    ) {
+        return reply;
     }
     arm_error(
         404,
@@ -509,88 +541,4 @@ fn machine_json(sub: &str, rg: &str, name: &str, location: &str, vm_uuid: &str) 
             "agentVersion": "1.61.03319.2737",
         },
     })
-}
-
-fn machine(st: &mut State, req: &Request, sub: &str, rg: &str, name: &str) -> Reply {
-    let not_found = || {
-        arm_error(
-            404,
-            "ResourceNotFound",
-            &format!("The Resource 'Microsoft.HybridCompute/machines/{name}' under resource group '{rg}' was not found. For more details please go to https://aka.ms/ARMResourceNotFoundFix"),
-        )
-    };
-    let Some(dir) = st.cfg.azure_dir.clone() else {
-        return not_found();
-    };
-    if [sub, rg, name]
-        .iter()
-        .any(|p| p.is_empty() || *p == "." || *p == ".." || p.contains(['\\', '\0']))
-    {
-        return arm_error(400, "InvalidResourceName", "invalid name");
-    }
-    let path = machine_path(&dir, sub, rg, name);
-    match req.method.as_str() {
-        "GET" => match std::fs::read_to_string(&path)
-            .ok()
-            .and_then(|s| serde_json::from_str::<Value>(&s).ok())
-        {
-            Some(v) => Reply::json(200, &v),
-            None => not_found(),
-        },
-        "PUT" => {
-            let body: Value = serde_json::from_slice(&req.body).unwrap_or(json!({}));
-            let location = body
-                .get("location")
-                .and_then(|v| v.as_str())
-                .unwrap_or("eastus");
-            let vm_uuid = body
-                .pointer("/properties/vmUuid")
-                .and_then(|v| v.as_str())
-                .unwrap_or("");
-            let existing = std::fs::read_to_string(&path)
-                .ok()
-                .and_then(|s| serde_json::from_str::<Value>(&s).ok());
-            if let Some(e) = &existing {
-                let theirs = e
-                    .pointer("/properties/vmUuid")
-                    .and_then(|v| v.as_str())
-                    .unwrap_or("");
-                if !theirs.is_empty()
-                    && !vm_uuid.is_empty()
-                    && !theirs.eq_ignore_ascii_case(vm_uuid)
-                {
-                    return arm_error(
-                        409,
-                        "Conflict",
-                        &format!("A machine named '{name}' already exists in resource group '{rg}' with a different vmUuid."),
-                    );
-                }
-            }
-            let mut m = machine_json(sub, rg, name, location, vm_uuid);
-            if let Some(tags) = body.get("tags") {
-                m["tags"] = tags.clone();
-            }
-            let _ = std::fs::create_dir_all(path.parent().unwrap());
-            let tmp = path.with_extension("json.tmp");
-            if std::fs::write(&tmp, m.to_string())
-                .and_then(|_| std::fs::rename(&tmp, &path))
-                .is_err()
-            {
-                return arm_error(500, "InternalServerError", "store write failed");
-            }
-            Reply::json(if existing.is_some() { 200 } else { 201 }, &m)
-        }
-        "DELETE" => {
-            if std::fs::remove_file(&path).is_ok() {
-                Reply::json(200, &json!({}))
-            } else {
-                Reply::Send {
-                    status: 204,
-                    headers: vec![],
-                    body: vec![],
-                }
-            }
-        }
-        _ => arm_error(405, "MethodNotAllowed", "method not allowed"),
-    }
 }

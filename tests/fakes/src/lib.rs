@@ -3,11 +3,13 @@
 //!
 //! - `imds`: Azure IMDS (managed-identity tokens, instance metadata), programmable faults
 //! - `arm`: Azure Resource Manager over HTTPS with a test CA (providers, permissions, machines)
+//! - `arm_hybrid`: its pre-created machine, Nexus assignRelay and HybridConnectivity routes
 //! - `store`: the fake "Azure" state shared by the fake ARM and the fake agent (a directory)
 //! - `jwt`: minting and reading unsigned test JWTs
 //! - `http`: the tiny HTTP/1.1 server both servers are built on
 
 pub mod arm;
+pub mod arm_hybrid;
 pub mod http;
 pub mod imds;
 pub mod jwt;
