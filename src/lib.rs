@@ -24,6 +24,9 @@ pub mod error;
 pub mod http;
 pub mod imds;
 pub mod install;
+// Moves into the `enroll` module folder once the reshape (issue 13) lands.
+#[path = "enroll/keypair.rs"]
+pub mod keypair;
 pub mod lifecycle;
 pub mod logging;
 pub mod output;
