@@ -26,11 +26,13 @@ const CA_BUNDLES: &[&str] = &[
 ];
 const CA_DIRS: &[&str] = &["/etc/ssl/certs"];
 
-/// A response: status, `Retry-After` (parsed), and the body as text.
+/// A response: status, `Retry-After` (parsed), `Location` (long-running operations), and the
+/// body as text.
 #[derive(Debug, Clone)]
 pub struct Reply {
     pub status: u16,
     pub retry_after: Option<Duration>,
+    pub location: Option<String>,
     pub body: String,
 }
 
@@ -221,6 +223,11 @@ fn finish(result: Result<ureq::http::Response<ureq::Body>, ureq::Error>) -> Resu
         .get("retry-after")
         .and_then(|v| v.to_str().ok())
         .and_then(crate::retry::parse_retry_after);
+    let location = resp
+        .headers()
+        .get("location")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string);
     let body = resp
         .body_mut()
         .with_config()
@@ -230,6 +237,7 @@ fn finish(result: Result<ureq::http::Response<ureq::Body>, ureq::Error>) -> Resu
     Ok(Reply {
         status,
         retry_after,
+        location,
         body,
     })
 }

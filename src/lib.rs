@@ -29,6 +29,8 @@ pub mod install;
 pub mod keypair;
 pub mod lifecycle;
 pub mod logging;
+#[path = "azure/machines.rs"]
+pub mod machines;
 pub mod output;
 pub mod proxy;
 pub mod retry;
