@@ -66,6 +66,22 @@ pub fn generate() -> Result<KeyPair, String> {
     })
 }
 
+/// A new random (version 4) GUID for the machine resource's `vmId` (FACTS §10 step 2: the doc
+/// uses `uuidgen`), lower case, from the kernel's RNG.
+pub fn new_vm_id() -> Result<String, String> {
+    let mut b = [0u8; 16];
+    getrandom::fill(&mut b).map_err(|e| format!("cannot read the kernel's RNG: {e}"))?;
+    Ok(format_guid_v4(b))
+}
+
+/// RFC 4122 §4.4: version 4 in the high nibble of byte 6, variant 10xx in byte 8.
+fn format_guid_v4(mut b: [u8; 16]) -> String {
+    b[6] = (b[6] & 0x0f) | 0x40;
+    b[8] = (b[8] & 0x3f) | 0x80;
+    let h: String = b.iter().map(|x| format!("{x:02x}")).collect();
+    format!("{}-{}-{}-{}-{}", &h[0..8], &h[8..12], &h[12..16], &h[16..20], &h[20..32])
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -145,6 +161,19 @@ mod tests {
             a.private.expose(),
             "decode then encode gives the same text"
         );
+    }
+
+    #[test]
+    fn vm_ids_are_random_version_4_guids() {
+        assert_eq!(format_guid_v4([0xff; 16]), "ffffffff-ffff-4fff-bfff-ffffffffffff");
+        assert_eq!(format_guid_v4([0; 16]), "00000000-0000-4000-8000-000000000000");
+        let a = new_vm_id().unwrap();
+        assert_ne!(a, new_vm_id().unwrap());
+        let parts: Vec<&str> = a.split('-').collect();
+        assert_eq!(parts.iter().map(|p| p.len()).collect::<Vec<_>>(), [8, 4, 4, 4, 12]);
+        assert!(a.chars().all(|c| c == '-' || c.is_ascii_hexdigit() && !c.is_ascii_uppercase()));
+        assert_eq!(&parts[2][..1], "4");
+        assert!("89ab".contains(&parts[3][..1]));
     }
 
     #[test]
