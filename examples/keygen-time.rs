@@ -9,7 +9,7 @@ fn main() {
         .unwrap_or(10);
     let mut ms: Vec<f64> = (0..n.max(1))
         .map(|_| {
-            let kp = arc_enroll::keypair::generate().expect("key generation");
+            let kp = arc_enroll::enroll::keypair::generate().expect("key generation");
             kp.took.as_secs_f64() * 1000.0
         })
         .collect();

@@ -11,11 +11,12 @@ use std::time::Duration;
 
 use serde_json::{json, Value};
 
-use crate::arm::{arm_error, describe_failure, ARM_REQUEST_TIMEOUT};
+use crate::azure::arm::{arm_error, describe_failure, ARM_REQUEST_TIMEOUT};
+use crate::azure::http::{Http, Reply};
 use crate::error::Error;
-use crate::http::{Http, Reply};
-use crate::retry::{human, retry, Attempt, Backoff, Deadline, BACKOFF_BASE, BACKOFF_CAP};
-use crate::token::AccessToken;
+use crate::retry::{retry, Attempt, Backoff, Deadline, BACKOFF_BASE, BACKOFF_CAP};
+use crate::secret::AccessToken;
+use crate::timefmt::human;
 
 /// The HybridCompute api-version of the documented flow (FACTS §10 step 2).
 pub const MACHINES_WRITE_API_VERSION: &str = "2025-02-19-preview";

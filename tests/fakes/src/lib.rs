@@ -6,6 +6,7 @@
 //! - `arm_hybrid`: its pre-created machine, Nexus assignRelay and HybridConnectivity routes
 //! - `store`: the fake "Azure" state shared by the fake ARM and the fake agent (a directory)
 //! - `jwt`: minting and reading unsigned test JWTs
+//! - `secrets`: the registry of secrets the fakes issue (the tests' secret scanner reads it)
 //! - `http`: the tiny HTTP/1.1 server both servers are built on
 
 pub mod arm;
@@ -13,4 +14,5 @@ pub mod arm_hybrid;
 pub mod http;
 pub mod imds;
 pub mod jwt;
+pub mod secrets;
 pub mod store;
