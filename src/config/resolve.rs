@@ -37,10 +37,10 @@ pub fn resolve(opts: &Opts, sources: &Sources, env: &Env) -> Result<Settings, Er
 }
 
 pub(super) struct Resolver<'a> {
-    opts: &'a Opts,
+    pub(super) opts: &'a Opts,
     sources: &'a Sources,
     env: &'a Env,
-    file: FileConfig,
+    pub(super) file: FileConfig,
     file_path: Option<PathBuf>,
     sysroot: Sourced<PathBuf>,
 }
@@ -65,7 +65,7 @@ impl<'a> Resolver<'a> {
         })
     }
 
-    fn flag(&self, id: &str, v: &Option<String>) -> Cand {
+    pub(super) fn flag(&self, id: &str, v: &Option<String>) -> Cand {
         v.as_ref().map(|v| (v.clone(), self.sources.describe(id)))
     }
 
@@ -78,7 +78,7 @@ impl<'a> Resolver<'a> {
         })
     }
 
-    fn file(&self, key: &str, v: &Option<String>) -> Cand {
+    pub(super) fn file(&self, key: &str, v: &Option<String>) -> Cand {
         v.as_ref().map(|v| {
             (
                 v.clone(),
@@ -233,6 +233,9 @@ impl<'a> Resolver<'a> {
             f.token_on_command_line,
         )?;
 
+        let (enroll_path, nexus_vm_id, key_on_command_line) =
+            self.enroll_path_settings(&private_link_scope, &gateway_id)?;
+
         let identity = self.identity()?;
         let proxy = self.proxy()?;
 
@@ -375,7 +378,9 @@ impl<'a> Resolver<'a> {
             timeout,
             token_on_command_line,
             token_source: Sourced::new(TokenSourceKind::Imds, "default"),
-            enroll_path: Sourced::new(EnrollPathKind::AgentToken, "default"),
+            enroll_path,
+            nexus_vm_id,
+            key_on_command_line,
             config_file: self.file_path.clone(),
             imds_endpoint,
             arm_endpoint,
@@ -390,7 +395,7 @@ impl<'a> Resolver<'a> {
         })
     }
 
-    fn bool_setting(
+    pub(super) fn bool_setting(
         &self,
         id: &str,
         flag: &Option<String>,

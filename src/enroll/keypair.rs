@@ -2,34 +2,19 @@
 //! this process from the kernel's RNG. The agent wants the private key as PKCS#1 `RSAPrivateKey`
 //! DER in standard base64 with padding on one line (PKCS#8 makes it fail with "asn1: structure
 //! error"); the machine resource wants the public key as PKCS#1 `RSAPublicKey` DER base64 (not
-//! SPKI). The private key is a secret type like `AccessToken`: no `Debug`/`Display` of its value,
-//! every copy of its bytes zeroed when dropped, the text reachable only through `expose()`.
+//! SPKI). The private key is `secret::PrivateKey`: no `Debug`/`Display` of its value, every copy
+//! of its bytes zeroed when dropped, the text reachable only through `expose()`.
 
-use std::fmt;
 use std::time::{Duration, Instant};
 
 use base64::Engine;
 use rsa::pkcs1::{EncodeRsaPrivateKey, EncodeRsaPublicKey};
 use zeroize::Zeroizing;
 
+use crate::secret::PrivateKey;
+
 /// FACTS §10: the documented flow makes a 2048-bit key (`openssl genrsa 2048`).
 pub const KEY_BITS: usize = 2048;
-
-/// The private half, base64 of the PKCS#1 DER. Zeroed on drop; no `Debug`/`Display` of the value.
-pub struct PrivateKey(Zeroizing<String>);
-
-impl PrivateKey {
-    /// The base64 text, for the 0600 file the agent reads. Never log it.
-    pub fn expose(&self) -> &str {
-        &self.0
-    }
-}
-
-impl fmt::Debug for PrivateKey {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "PrivateKey(<redacted, {} chars>)", self.0.len())
-    }
-}
 
 /// A fresh key pair and how long making it took (for the log line).
 #[derive(Debug)]
@@ -51,7 +36,7 @@ pub fn generate() -> Result<KeyPair, String> {
     let der = key
         .to_pkcs1_der()
         .map_err(|e| format!("PKCS#1 encoding of the private key failed: {e}"))?;
-    let private = PrivateKey(Zeroizing::new(
+    let private = PrivateKey::new(Zeroizing::new(
         base64::engine::general_purpose::STANDARD.encode(der.as_bytes()),
     ));
     let public_der = key
@@ -79,7 +64,14 @@ fn format_guid_v4(mut b: [u8; 16]) -> String {
     b[6] = (b[6] & 0x0f) | 0x40;
     b[8] = (b[8] & 0x3f) | 0x80;
     let h: String = b.iter().map(|x| format!("{x:02x}")).collect();
-    format!("{}-{}-{}-{}-{}", &h[0..8], &h[8..12], &h[12..16], &h[16..20], &h[20..32])
+    format!(
+        "{}-{}-{}-{}-{}",
+        &h[0..8],
+        &h[8..12],
+        &h[12..16],
+        &h[16..20],
+        &h[20..32]
+    )
 }
 
 #[cfg(test)]
@@ -165,13 +157,24 @@ mod tests {
 
     #[test]
     fn vm_ids_are_random_version_4_guids() {
-        assert_eq!(format_guid_v4([0xff; 16]), "ffffffff-ffff-4fff-bfff-ffffffffffff");
-        assert_eq!(format_guid_v4([0; 16]), "00000000-0000-4000-8000-000000000000");
+        assert_eq!(
+            format_guid_v4([0xff; 16]),
+            "ffffffff-ffff-4fff-bfff-ffffffffffff"
+        );
+        assert_eq!(
+            format_guid_v4([0; 16]),
+            "00000000-0000-4000-8000-000000000000"
+        );
         let a = new_vm_id().unwrap();
         assert_ne!(a, new_vm_id().unwrap());
         let parts: Vec<&str> = a.split('-').collect();
-        assert_eq!(parts.iter().map(|p| p.len()).collect::<Vec<_>>(), [8, 4, 4, 4, 12]);
-        assert!(a.chars().all(|c| c == '-' || c.is_ascii_hexdigit() && !c.is_ascii_uppercase()));
+        assert_eq!(
+            parts.iter().map(|p| p.len()).collect::<Vec<_>>(),
+            [8, 4, 4, 4, 12]
+        );
+        assert!(a
+            .chars()
+            .all(|c| c == '-' || c.is_ascii_hexdigit() && !c.is_ascii_uppercase()));
         assert_eq!(&parts[2][..1], "4");
         assert!("89ab".contains(&parts[3][..1]));
     }
