@@ -58,6 +58,8 @@ pub struct RelayConfig {
     pub vms: Vec<String>,
     /// Location used in the operation-status URL.
     pub location: String,
+    /// Every machine PUT is answered with this `(status, code, message)` (a fault for tests).
+    pub machine_put_error: Option<(u16, String, String)>,
 }
 
 impl Default for RelayConfig {
@@ -69,6 +71,7 @@ impl Default for RelayConfig {
             forbidden: false,
             vms: Vec::new(),
             location: "eastus".into(),
+            machine_put_error: None,
         }
     }
 }
@@ -185,6 +188,10 @@ pub fn route(
         && is(1, "Microsoft.HybridCompute")
         && is(2, "machines")
     {
+        if let (true, Some((status, code, message))) = (req.method == "PUT", &cfg.machine_put_error)
+        {
+            return Some(arm_error(*status, code, message));
+        }
         return Some(machine(st, store, req, sub, rg, rest[3], caller));
     }
     // .../machines/{name}/providers/Microsoft.HybridConnectivity/endpoints/default

@@ -1233,6 +1233,24 @@ fn read_private_key(b64: &str) -> R<rsa::PrivateKey> {
     })
 }
 
+/// Register the key with the tests' secret scanner: its secret part only. A PKCS#1 private key
+/// starts with the modulus and exponent, at a base64-aligned offset, so its first ~366 base64
+/// characters appear verbatim in the public key (`clientPublicKey`, which is not secret).
+fn register_private_key(text: &str, key: &rsa::PrivateKey) {
+    use base64::Engine;
+    use rsa::pkcs1::EncodeRsaPublicKey;
+    let Ok(public) = key.to_public_key().to_pkcs1_der() else {
+        return;
+    };
+    let public = base64::engine::general_purpose::STANDARD.encode(public.as_bytes());
+    let start = (0..text.len().saturating_sub(16))
+        .filter(|i| text.is_char_boundary(*i) && text.is_char_boundary(i + 16))
+        .filter(|i| public.contains(&text[*i..i + 16]))
+        .max()
+        .map_or(0, |i| i + 16);
+    arc_enroll_fakes::secrets::register(arc_enroll_fakes::secrets::PRIVATE_KEY, &text[start..]);
+}
+
 fn cmd_connect_existing(ctx: &Ctx, mut p: Parsed, out: &Out) -> R<()> {
     use base64::Engine;
     use rsa::pkcs1::EncodeRsaPublicKey;
@@ -1314,7 +1332,9 @@ fn cmd_connect_existing(ctx: &Ctx, mut p: Parsed, out: &Out) -> R<()> {
             "Failed to read the private key: no saved key (run `azcmagent genkey` first)",
         ));
     }
-    let key = read_private_key(p.get("private-key").unwrap_or_default())?;
+    let key_text = p.get("private-key").unwrap_or_default().trim().to_string();
+    let key = read_private_key(&key_text)?;
+    register_private_key(&key_text, &key);
 
     let _lock = ctx.lock()?;
     let mut state = ctx.state()?;
