@@ -556,7 +556,9 @@ fn seed_flow_examples_are_valid_and_their_runcmd_enrolls() {
 #[test]
 fn private_relay_user_data_is_the_whole_nexus_flow() {
     let r = user_data(
-        &["user-data", "--private-relay", "--subscription-id", SUB],
+        // No --subscription-id: "subscription" base64-encoded can line up with the fake IMDS's
+        // tokens (their xms_mirid) in the scanner's 16-character fragments.
+        &["user-data", "--private-relay", "--location", "eastus"],
         &[],
     );
     r.expect_code(0).log_has("169.254.0.11:3128");
