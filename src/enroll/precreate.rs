@@ -117,13 +117,13 @@ impl Precreate {
         }
         let existing = match arm.get(&path, deadline)? {
             Ok(m) => m,
-            Err(r) => return Ok(self.refused("reading the machine resource", &id, r)?),
+            Err(r) => return self.refused("reading the machine resource", &id, r),
         };
         if let Some(m) = existing {
             let why = self.replace_or_conflict(&m, pending.as_ref(), t)?;
             log::warn!("{why}; deleting it and pre-creating it again with a new key");
             if let Err(r) = arm.delete(&path, deadline)? {
-                return Ok(self.refused("deleting the machine resource", &id, r)?);
+                return self.refused("deleting the machine resource", &id, r);
             }
             log::info!("deleted {id}");
         }
@@ -142,7 +142,7 @@ impl Precreate {
         );
         let made = match arm.create(&path, &body, deadline)? {
             Ok(m) => m,
-            Err(r) => return Ok(self.refused("creating the machine resource", &id, r)?),
+            Err(r) => return self.refused("creating the machine resource", &id, r),
         };
         let machine_id = if made.id.is_empty() {
             id.clone()
