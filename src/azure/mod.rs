@@ -4,5 +4,6 @@
 pub mod arm;
 pub mod http;
 pub mod pacing;
+pub mod machines;
 pub mod proxy;
 pub mod proxy_url;
