@@ -1,9 +1,10 @@
-//! The Azure Connected Machine agent: what we ask it (`args`), running it (`runner`), the token
+//! The Azure Connected Machine agent: what we ask it (`args`), running it (`runner`; the child process itself in `child`), the token
 //! file (`token_file`), what its exit codes mean (`exit_codes`), what it reports (`show`), its
 //! declarative local settings (`settings`) and applying them (`reconcile`), installing it
 //! (`install`).
 
 pub mod args;
+mod child;
 pub mod exit_codes;
 pub mod install;
 pub mod reconcile;

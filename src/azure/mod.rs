@@ -3,7 +3,7 @@
 
 pub mod arm;
 pub mod http;
-pub mod pacing;
 pub mod machines;
+pub mod pacing;
 pub mod proxy;
 pub mod proxy_url;

@@ -10,6 +10,8 @@ use std::time::Duration;
 use serde::Serialize;
 use serde_json::json;
 
+use super::check_identity::{describe_claims, imds_reachable};
+use super::check_precreate::precreate_findings;
 use crate::agent::{self, Agent};
 use crate::azure::arm::{self, Arm, Read};
 use crate::azure::http::{Failure, Http};
@@ -20,7 +22,6 @@ use crate::error::Error;
 use crate::identity::imds;
 use crate::identity::token::{AccessToken, Claims};
 use crate::retry::Deadline;
-use crate::timefmt::human;
 
 /// Replaces the endpoints `check` probes (comma-separated URLs).
 pub const CHECK_ENDPOINTS_ENV: &str = "ARC_ENROLL_CHECK_ENDPOINTS";
@@ -58,7 +59,11 @@ pub struct Finding {
     pub advice: Option<String>,
 }
 
-fn finding(item: impl Into<String>, status: Status, detail: impl Into<String>) -> Finding {
+pub(super) fn finding(
+    item: impl Into<String>,
+    status: Status,
+    detail: impl Into<String>,
+) -> Finding {
     Finding {
         item: item.into(),
         status,
@@ -67,7 +72,7 @@ fn finding(item: impl Into<String>, status: Status, detail: impl Into<String>) -
     }
 }
 
-fn problem(
+pub(super) fn problem(
     item: impl Into<String>,
     detail: impl Into<String>,
     advice: impl Into<String>,
@@ -172,61 +177,6 @@ fn sub_deadline(deadline: &Deadline, cap: Duration) -> Deadline {
     Deadline::new(
         deadline.clock,
         deadline.timeout.min(deadline.clock.elapsed() + cap),
-    )
-}
-
-fn imds_reachable(http: &Http, settings: &Settings, deadline: &Deadline) -> Finding {
-    let endpoint = &settings.imds_endpoint.value;
-    let url = format!(
-        "{}{}?api-version={}&format=json",
-        endpoint.trim_end_matches('/'),
-        imds::INSTANCE_PATH,
-        imds::INSTANCE_API_VERSION
-    );
-    let timeout = deadline
-        .clock
-        .io_timeout(deadline.bounded(IMDS_PROBE_TIMEOUT));
-    match http.imds_get(&url, timeout) {
-        Ok(r) => finding(
-            "imds",
-            Status::Ok,
-            format!(
-                "{endpoint} answers directly (HTTP {} on instance metadata{})",
-                r.status,
-                if r.status == 200 {
-                    ""
-                } else {
-                    "; location etc. must then be configured"
-                }
-            ),
-        ),
-        Err(f) => problem(
-            "imds",
-            format!("{endpoint} is not reachable directly: {f}"),
-            "IMDS must be reached without a proxy: check the VM's network (Nexus: \
-             `curl -H Metadata:true http://169.254.169.254/healthz`)",
-        ),
-    }
-}
-
-fn describe_claims(c: &Claims, deadline: &Deadline) -> String {
-    let s = |v: &Option<String>| v.clone().unwrap_or_else(|| "-".into());
-    let exp = match c.exp {
-        Some(e) => format!(
-            "{} (in {})",
-            crate::timefmt::rfc3339(e),
-            human(Duration::from_secs(
-                e.saturating_sub(deadline.clock.unix_now())
-            ))
-        ),
-        None => "-".into(),
-    };
-    format!(
-        "obtained: tid {}, oid {}, xms_mirid {}, aud {}, exp {exp}",
-        s(&c.tid),
-        s(&c.oid),
-        s(&c.xms_mirid),
-        s(&c.aud)
     )
 }
 
@@ -406,85 +356,6 @@ fn target_parts(
         .ok_or("the resource group is neither set nor derivable (set --resource-group)")?;
     let name = render_resource_name(&settings.resource_name, &facts).map_err(|e| e.to_string())?;
     Ok((sub.value, rg.value, name, facts.product_uuid))
-}
-
-/// `--precreate` / `--private-relay`: the machine write arc-enroll itself does, the Nexus VM and
-/// the assignRelay permission on it.
-fn precreate_findings(
-    arm: &Arm,
-    settings: &Settings,
-    deadline: &Deadline,
-    perms: &Read<Vec<arm::Permission>>,
-    scope: &str,
-    claims: &Claims,
-) -> Result<Vec<Finding>, Error> {
-    let mut out = Vec::new();
-    let write = "Microsoft.HybridCompute/machines/write";
-    if let Read::Ok(p) = perms {
-        out.push(if arm::allowed(p, write) {
-            finding(
-                "machine write",
-                Status::Ok,
-                format!("arc-enroll may create the machine resource ({write} on {scope})"),
-            )
-        } else {
-            problem(
-                "machine write",
-                format!("the identity lacks {write} on {scope}, which --precreate needs"),
-                role_advice(claims, scope),
-            )
-        });
-    }
-    if settings.enroll_path.value != crate::config::EnrollPathKind::PrivateRelay {
-        return Ok(out);
-    }
-    let vm = match crate::enroll::relay::nexus_vm(settings.nexus_vm_id.as_ref(), claims) {
-        Ok((vm, from)) => {
-            out.push(finding(
-                "nexus vm",
-                Status::Ok,
-                format!("{} (from {from})", vm.path()),
-            ));
-            vm.path()
-        }
-        Err(e) => {
-            out.push(problem(
-                "nexus vm",
-                e.to_string(),
-                "pass --nexus-vm-id with the Nexus VM's resource id",
-            ));
-            return Ok(out);
-        }
-    };
-    let action = crate::azure::machines::ASSIGN_RELAY_ACTION;
-    out.push(match arm.permissions_at(&vm, deadline)? {
-        Read::Ok(p) if arm::allowed(&p, action) => finding(
-            "assignRelay permission",
-            Status::Ok,
-            format!("the identity may {action} on {vm}"),
-        ),
-        Read::Ok(_) => problem(
-            "assignRelay permission",
-            format!("the identity lacks {action} on {vm}"),
-            format!("grant it a role with {action} (a custom role, or Contributor) at scope {vm}"),
-        ),
-        Read::Denied(d) => finding(
-            "assignRelay permission",
-            Status::Skipped,
-            format!("the token cannot read its permissions on {vm} ({d})"),
-        ),
-        Read::Unavailable(u) if u.contains("HTTP 404") => problem(
-            "nexus vm",
-            format!("{vm} was not found: {u}"),
-            "check --nexus-vm-id (az networkcloud virtualmachine show --query id)",
-        ),
-        Read::Unavailable(u) => finding(
-            "assignRelay permission",
-            Status::Skipped,
-            format!("ARM did not answer: {u}"),
-        ),
-    });
-    Ok(out)
 }
 
 fn azure_findings(

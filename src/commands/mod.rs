@@ -2,6 +2,8 @@
 //! result line. `connect` is here (the sequence is `enroll`); each other command has its file.
 
 pub mod check;
+mod check_identity;
+mod check_precreate;
 pub mod lifecycle;
 pub mod proxy;
 pub mod token;

@@ -19,11 +19,11 @@
 
 pub mod arm;
 pub mod arm_client;
+pub mod arm_hybrid;
 pub mod aws;
 pub mod entra;
 pub mod gcp;
 pub mod github;
-pub mod arm_hybrid;
 pub mod http;
 pub mod https;
 pub mod imds;
