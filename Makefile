@@ -175,3 +175,23 @@ e2e: deb deb-test setup-e2e
 	$(CARGO) build --locked -p arc-enroll-fakes --bin fake-imds
 	bash tests/e2e/suites.sh "$(E2E_SUITES)" $(E2E_MODE) --deb $$(ls $(DEB_DIR)/arc-enroll_*_amd64.deb | head -1) \
 	  --fake-agent $(FAKE_AGENT_MUSL) --fake-imds $(FAKE_IMDS_BIN) --arc-enroll $(RELEASE_BIN)
+
+## ---- Issue 18: the Ansible role (examples/ansible) against three local hosts and the fakes ----
+ANSIBLE_CORE_VERSION := 2.19.14
+ANSIBLE_VENV := $(CARGO_OUT)/ansible-venv-$(ANSIBLE_CORE_VERSION)
+
+.PHONY: ansible-test ansible-venv
+
+## A virtual environment with ansible-core from PyPI, cached under target/.
+ansible-venv: $(ANSIBLE_VENV)/bin/ansible-playbook
+$(ANSIBLE_VENV)/bin/ansible-playbook:
+	@python3 -c 'import ensurepip' 2>/dev/null || { echo "installing python3-venv"; (apt-get update -qq || true) && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq python3-venv; }
+	rm -rf $(ANSIBLE_VENV) && python3 -m venv $(ANSIBLE_VENV)
+	$(ANSIBLE_VENV)/bin/pip install --quiet --disable-pip-version-check 'ansible-core==$(ANSIBLE_CORE_VERSION)'
+
+## The role installs the release binary on three hosts (local connection, one sandbox each),
+## enrolls two and fails one (identity not found); re-run, --check, clone and drift; secret scan.
+ansible-test: build setup-test ansible-venv
+	$(CARGO) build --locked -p arc-enroll-fakes
+	ANSIBLE_PLAYBOOK=$(abspath $(ANSIBLE_VENV))/bin/ansible-playbook ARC_ENROLL_BIN=$(abspath $(RELEASE_BIN)) \
+	  FAKES=$(abspath $(FAKES_BIN)) $(ANSIBLE_VENV)/bin/python tests/ansible/test_role.py

@@ -277,6 +277,27 @@ pub struct Opts {
         help_heading = "Endpoints and files"
     )]
     pub agent_installer_url: Option<String>,
+    /// SHA-256 (hex) the downloaded installer script must have, else it is not run
+    #[arg(
+        long,
+        global = true,
+        env = "ARC_ENROLL_AGENT_INSTALLER_SHA256",
+        value_name = "HEX",
+        help_heading = "Endpoints and files"
+    )]
+    pub agent_installer_sha256: Option<String>,
+    /// Allow an http:// installer URL (the script runs as root; anyone on the path can change it)
+    #[arg(long, global = true, env = "ARC_ENROLL_ALLOW_INSECURE_INSTALLER", value_name = "BOOL", num_args = 0..=1, default_missing_value = "true", help_heading = "Endpoints and files")]
+    pub allow_insecure_installer: Option<String>,
+    /// Install the agent from this local .deb or .rpm with --install-agent (no download)
+    #[arg(
+        long,
+        global = true,
+        env = "ARC_ENROLL_AGENT_PACKAGE",
+        value_name = "FILE",
+        help_heading = "Endpoints and files"
+    )]
+    pub agent_package: Option<String>,
     /// State directory [default: /var/lib/arc-enroll]
     #[arg(
         long,
@@ -330,8 +351,35 @@ impl Sources {
     }
 }
 
+/// The first `ARC_ENROLL_*` variable whose value is not UTF-8, as a usage error naming it (the
+/// value shown escaped, never as raw bytes). Checked before the command line is parsed.
+pub fn non_utf8_setting(
+    vars: impl Iterator<Item = (std::ffi::OsString, std::ffi::OsString)>,
+) -> Option<crate::error::Error> {
+    use std::os::unix::ffi::OsStrExt;
+    vars.filter(|(k, v)| k.as_bytes().starts_with(b"ARC_ENROLL_") && v.to_str().is_none())
+        .map(|(k, v)| {
+            let name = String::from_utf8_lossy(k.as_bytes()).into_owned();
+            let shown = v.as_bytes().escape_ascii().to_string();
+            crate::error::Error::invalid(
+                name.clone(),
+                shown,
+                format!("environment {}", crate::text::escape_remote(&name)),
+                "is not valid UTF-8; set it to plain text (or unset it)",
+            )
+        })
+        .next()
+}
+
 /// Parse the process's arguments (exits with clap's usage message and code 2 on bad usage).
 pub fn parse() -> Cli {
+    // clap would say only "invalid UTF-8 was detected"; name the variable instead.
+    if let Some(err) = non_utf8_setting(std::env::vars_os()) {
+        eprintln!("arc-enroll: {err}");
+        crate::output::set_json(std::env::args_os().any(|a| a == "--json"));
+        crate::output::print_failure(&err);
+        std::process::exit(err.exit_code().into());
+    }
     match try_parse_from(std::env::args_os()) {
         Ok(cli) => cli,
         Err(e) => {

@@ -156,7 +156,7 @@ impl fmt::Display for Error {
                 f,
                 "deadline of {} reached while {waiting_for}; last result: {last}; \
                  run again later or raise --timeout",
-                crate::retry::human(*timeout)
+                crate::timefmt::human(*timeout)
             ),
             Error::CheckFailed { problems } => write!(
                 f,

@@ -1,38 +1,36 @@
 //! arc-enroll as a library, so `tests/` reach the pieces without hooks in production code.
 //!
-//! Where things live:
-//! - `cli`: clap definitions only; `config`: resolved settings, precedence, validation
-//! - `error`: the one error type and its exit codes; `output`: the final result line
-//! - `proxy`: curl's proxy rules; `http`: the ureq agents (IMDS direct, ARM through the proxy)
-//! - `retry`: deadline, clock, backoff; `signals`: SIGTERM/SIGINT
-//! - `imds`: managed-identity tokens and instance metadata; `token`: the secret and its claims
-//! - `agent`: running `azcmagent`; `agent_settings`: its declarative local settings
-//! - `state`: state file, fingerprint, clone verdict, lock; `arm`: Azure Resource Manager reads
-//! - `enroll`: the `connect` sequence; `check`: preflight and the Azure-side checks before connect
-//! - `install`: `--install-agent`; `lifecycle`: status, disconnect, generalize
-//! - `userdata`: cloud-init user-data; `commands`: dispatch and the small commands (token, proxy)
+//! Where things live, in layers (tests/layout.rs keeps the imports between them free of circles):
+//! - `commands`: one file per command (check, lifecycle, token, proxy, userdata) and dispatch
+//! - `enroll`: the `connect` sequence as named steps; `EnrollPath`s (today `token_path`)
+//! - `agent`: azcmagent's argv, runner, exit codes, `show`, local settings, install
+//! - `identity`: `TokenSource`s (today `imds`) and the token's claims
+//! - `azure`: curl's proxy rules, the ureq agents (IMDS direct, ARM through the proxy), ARM reads
+//! - `state`: state file, fingerprint and clone verdict, lock
+//! - `config`: resolved settings, precedence, validation; `cli`: clap definitions only
+//! - `error`: the one error type and its exit codes; `output`: the final result line;
+//!   `logging`; `retry`: deadline, clock, backoff; `signals`: SIGTERM/SIGINT;
+//!   `timefmt`: durations and timestamps as text; `secret`: the types that are never printed;
+//!   `fsafe`: file access that follows no link out of `--sysroot` and checks modes;
+//!   `text`: remote text made safe for one log line
 
 pub mod agent;
-pub mod agent_settings;
-pub mod arm;
-pub mod check;
+pub mod azure;
 pub mod cli;
 pub mod commands;
 pub mod config;
 pub mod enroll;
 pub mod error;
-pub mod http;
-pub mod imds;
-pub mod install;
-pub mod lifecycle;
+pub mod fsafe;
+pub mod identity;
 pub mod logging;
 pub mod output;
-pub mod proxy;
 pub mod retry;
+pub mod secret;
 pub mod signals;
 pub mod state;
-pub mod token;
-pub mod userdata;
+pub mod text;
+pub mod timefmt;
 
 pub use commands::run;
 pub use error::Error;

@@ -4,6 +4,9 @@
 use std::process::ExitCode;
 
 fn main() -> ExitCode {
+    // Every TLS config names the ring provider; the process default is set too, so no library
+    // path can ever abort with "No CryptoProvider".
+    let _ = rustls::crypto::ring::default_provider().install_default();
     let cli = arc_enroll::cli::parse();
     arc_enroll::logging::init(&cli);
     arc_enroll::signals::install();

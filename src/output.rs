@@ -51,7 +51,10 @@ pub fn print_result(human: &str, mut object: serde_json::Value) {
         }
         stdout(&format!("{object}\n"));
     } else {
-        stdout(&format!("arc-enroll: {human}\n"));
+        stdout(&format!(
+            "arc-enroll: {}\n",
+            crate::text::escape_remote_lines(human)
+        ));
     }
 }
 
@@ -67,9 +70,10 @@ pub fn print_failure(err: &Error) {
         stdout(&format!("{obj}\n"));
     } else {
         stdout(&format!(
-            "arc-enroll: FAILED (exit {}, {}): {err}\n",
+            "arc-enroll: FAILED (exit {}, {}): {}\n",
             err.exit_code(),
-            err.kind()
+            err.kind(),
+            crate::text::escape_remote_lines(&err.to_string())
         ));
     }
 }

@@ -34,6 +34,7 @@
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use crate::error::Error;
+use crate::timefmt::human;
 
 pub const BACKOFF_BASE: Duration = Duration::from_secs(1);
 pub const BACKOFF_CAP: Duration = Duration::from_secs(30);
@@ -54,6 +55,10 @@ const MIN_REAL_IO_TIMEOUT: Duration = Duration::from_secs(2);
 /// The environment variable that speeds the clock up, for tests.
 pub const TIME_SCALE_ENV: &str = "ARC_ENROLL_TIME_SCALE";
 
+/// The fastest clock: a larger scale overflows `Duration` arithmetic (1e300 would panic), and
+/// no test needs more than a few hundred.
+pub const MAX_TIME_SCALE: f64 = 10_000.0;
+
 /// Monotonic clock in virtual time, and the sleeper. Cheap to copy.
 #[derive(Clone, Copy, Debug)]
 pub struct Clock {
@@ -67,13 +72,13 @@ impl Clock {
     pub fn from_env() -> Result<Clock, Error> {
         let scale = match std::env::var(TIME_SCALE_ENV) {
             Ok(v) => match v.trim().parse::<f64>() {
-                Ok(s) if s.is_finite() && s >= 1.0 => s,
+                Ok(s) if (1.0..=MAX_TIME_SCALE).contains(&s) => s,
                 _ => {
                     return Err(Error::invalid(
                         TIME_SCALE_ENV,
                         v,
                         format!("environment {TIME_SCALE_ENV}"),
-                        "must be a number >= 1 (tests only)",
+                        format!("must be a number from 1 to {MAX_TIME_SCALE} (tests only)"),
                     ))
                 }
             },
@@ -119,7 +124,7 @@ impl Clock {
     pub fn sleep(&self, d: Duration) -> Result<(), Error> {
         let until = Instant::now() + self.real(d);
         loop {
-            crate::signals::check()?;
+            stop_if_signalled()?;
             let now = Instant::now();
             if now >= until {
                 return Ok(());
@@ -266,10 +271,30 @@ pub fn retry<T>(
     mut op: impl FnMut(u32) -> Attempt<T>,
     on_deadline: impl FnOnce(String) -> Error,
 ) -> Result<T, Error> {
+    retry_with(
+        what,
+        deadline,
+        backoff,
+        &mut (),
+        |_, n| op(n),
+        |_, last| on_deadline(last),
+    )
+}
+
+/// `retry` for a sequence that learns things between attempts: `op` updates `progress`, and
+/// `on_deadline` reads it to say what was still missing (no shared cells between two closures).
+pub fn retry_with<S, T>(
+    what: &str,
+    deadline: &Deadline,
+    backoff: &mut Backoff,
+    progress: &mut S,
+    mut op: impl FnMut(&mut S, u32) -> Attempt<T>,
+    on_deadline: impl FnOnce(&S, String) -> Error,
+) -> Result<T, Error> {
     let mut attempt = 1;
     loop {
-        crate::signals::check()?;
-        let (reason, retry_after, wait) = match op(attempt) {
+        stop_if_signalled()?;
+        let (reason, retry_after, wait) = match op(progress, attempt) {
             Attempt::Done(v) => return Ok(v),
             Attempt::Fail(e) => return Err(e),
             Attempt::Retry {
@@ -281,13 +306,15 @@ pub fn retry<T>(
             }
             Attempt::Poll { reason, every } => (reason, None, backoff.poll(every)),
         };
+        // A stop signal that cut the attempt short is the answer, not a reason to retry.
+        stop_if_signalled()?;
         let remaining = deadline.remaining();
         if wait + backoff.min_attempt >= remaining {
             log::warn!(
                 "{what} attempt {attempt}: {reason}; no time left for another try (deadline in {})",
                 human(remaining)
             );
-            return Err(on_deadline(reason));
+            return Err(on_deadline(progress, reason));
         }
         let why = match retry_after {
             Some(ra) => format!(" (server asked for Retry-After {})", human(ra)),
@@ -303,66 +330,18 @@ pub fn retry<T>(
     }
 }
 
+/// `Err(Interrupted)` once SIGTERM/SIGINT has arrived: every wait and attempt checks it.
+pub fn stop_if_signalled() -> Result<(), Error> {
+    match crate::signals::received() {
+        Some(signal) => Err(Error::Interrupted { signal }),
+        None => Ok(()),
+    }
+}
+
 /// Parse a `Retry-After` header: delta-seconds only (IMDS and ARM send seconds).
 pub fn parse_retry_after(value: &str) -> Option<Duration> {
     let secs: f64 = value.trim().parse().ok()?;
     (secs.is_finite() && (0.0..=3600.0).contains(&secs)).then(|| Duration::from_secs_f64(secs))
-}
-
-/// Parse a duration setting: `90`, `90s`, `15m`, `1h30m`, `500ms`.
-pub fn parse_duration(s: &str) -> Result<Duration, String> {
-    let s = s.trim();
-    if s.is_empty() {
-        return Err("empty duration; use e.g. 90s, 15m or 1h".into());
-    }
-    if let Ok(secs) = s.parse::<u64>() {
-        return Ok(Duration::from_secs(secs));
-    }
-    let mut total = Duration::ZERO;
-    let mut rest = s;
-    while !rest.is_empty() {
-        let digits = rest
-            .find(|c: char| !c.is_ascii_digit())
-            .ok_or_else(|| format!("{s:?} has a number without a unit; use s, m or h"))?;
-        if digits == 0 {
-            return Err(format!("{s:?} is not a duration; use e.g. 90s, 15m or 1h"));
-        }
-        let n: u64 = rest[..digits]
-            .parse()
-            .map_err(|_| format!("{s:?} has a number that is too large"))?;
-        rest = &rest[digits..];
-        let unit_len = rest
-            .find(|c: char| c.is_ascii_digit())
-            .unwrap_or(rest.len());
-        let unit = match &rest[..unit_len] {
-            "ms" => Duration::from_millis(n),
-            "s" => Duration::from_secs(n),
-            "m" => Duration::from_secs(n.saturating_mul(60)),
-            "h" => Duration::from_secs(n.saturating_mul(3600)),
-            other => {
-                return Err(format!(
-                    "{s:?} has unknown unit {other:?}; use ms, s, m or h"
-                ))
-            }
-        };
-        total = total.saturating_add(unit);
-        rest = &rest[unit_len..];
-    }
-    Ok(total)
-}
-
-/// `4.2s`, `13m52s`, `1h02m`: short and unambiguous for log lines.
-pub fn human(d: Duration) -> String {
-    let secs = d.as_secs_f64();
-    if secs < 60.0 {
-        format!("{secs:.1}s")
-    } else if secs < 3600.0 {
-        let s = d.as_secs();
-        format!("{}m{:02}s", s / 60, s % 60)
-    } else {
-        let s = d.as_secs();
-        format!("{}h{:02}m", s / 3600, (s % 3600) / 60)
-    }
 }
 
 #[cfg(test)]
@@ -479,24 +458,6 @@ mod tests {
     }
 
     #[test]
-    fn parses_durations() {
-        let ok = [
-            ("90", 90),
-            ("90s", 90),
-            ("15m", 900),
-            ("1h30m", 5400),
-            ("2h", 7200),
-        ];
-        for (s, secs) in ok {
-            assert_eq!(parse_duration(s), Ok(Duration::from_secs(secs)), "{s}");
-        }
-        assert_eq!(parse_duration("500ms"), Ok(Duration::from_millis(500)));
-        for bad in ["", "m", "15x", "-5s", "1.5m", "abc", "5 m"] {
-            assert!(parse_duration(bad).is_err(), "{bad:?} should be rejected");
-        }
-    }
-
-    #[test]
     fn parses_retry_after_seconds_only() {
         assert_eq!(parse_retry_after("1"), Some(Duration::from_secs(1)));
         assert_eq!(
@@ -506,13 +467,6 @@ mod tests {
         assert_eq!(parse_retry_after("Wed, 21 Oct 2015 07:28:00 GMT"), None);
         assert_eq!(parse_retry_after("-1"), None);
         assert_eq!(parse_retry_after("99999"), None);
-    }
-
-    #[test]
-    fn human_durations_read_well() {
-        assert_eq!(human(Duration::from_millis(4200)), "4.2s");
-        assert_eq!(human(Duration::from_secs(832)), "13m52s");
-        assert_eq!(human(Duration::from_secs(3720)), "1h02m");
     }
 
     #[test]

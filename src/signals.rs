@@ -1,4 +1,4 @@
-//! SIGTERM / SIGINT: remember that one arrived; waits and the agent runner poll `check()` and stop
+//! SIGTERM / SIGINT: remember that one arrived; waits and the agent runner poll `received()` and stop
 //! cleanly (child stopped, token file removed, state unchanged).
 //!
 //! Two libc calls are declared by hand rather than pulling in a crate for them: `signal(2)` to
@@ -6,8 +6,6 @@
 //! process group. Both exist with these signatures in glibc and musl on every Linux architecture.
 
 use std::sync::atomic::{AtomicI32, Ordering};
-
-use crate::error::Error;
 
 pub const SIGINT: i32 = 2;
 pub const SIGKILL: i32 = 9;
@@ -41,14 +39,6 @@ pub fn received() -> Option<&'static str> {
         SIGINT => Some("SIGINT"),
         SIGTERM => Some("SIGTERM"),
         _ => None,
-    }
-}
-
-/// `Err(Interrupted)` once a stop signal has arrived.
-pub fn check() -> Result<(), Error> {
-    match received() {
-        Some(signal) => Err(Error::Interrupted { signal }),
-        None => Ok(()),
     }
 }
 

@@ -3,6 +3,7 @@
 mod common;
 
 use std::os::unix::fs::PermissionsExt;
+use std::time::Duration;
 
 use arc_enroll_fakes::imds::UserIdentity;
 use common::*;
@@ -437,6 +438,8 @@ fn the_token_never_appears_in_any_log_at_any_level() {
 fn token_on_command_line_switches_to_access_token() {
     let imds = imds();
     let sb = Sandbox::new("cmdline");
+    // --token-on-command-line: the agent's argv is the channel the test asks for.
+    sb.allow(ACCESS_TOKEN, "agent-argv:connect");
     let r = sb.run(&imds.url(), &["connect", "--token-on-command-line"], &[]);
     r.expect_code(0);
     let c = &sb.agent_calls_of("connect")[0];
@@ -584,6 +587,8 @@ fn user_assigned_identity_answering_a_system_assigned_request_is_reported() {
 fn an_agent_hanging_past_the_deadline_is_stopped_and_the_token_stays_out_of_the_error() {
     let imds = imds();
     let sb = Sandbox::new("hang");
+    // --token-on-command-line: the agent's argv is the channel the test asks for.
+    sb.allow(ACCESS_TOKEN, "agent-argv:connect");
     sb.agent_behaviour(json!({"connect_hang_secs": 600}));
     let r = sb.run(
         &imds.url(),
@@ -602,4 +607,220 @@ fn an_agent_hanging_past_the_deadline_is_stopped_and_the_token_stays_out_of_the_
         "the hung agent was stopped"
     );
     assert!(r.elapsed.as_secs() < 30, "{:?}", r.elapsed);
+}
+
+/// Issue 12 item 8: what we pass as `--tags` parses back, the way the agent documents its form
+/// (FACTS §1.2, the fake agent's parser), to exactly the configured tags.
+#[test]
+fn tags_reach_the_agent_exactly_as_configured() {
+    let imds = imds();
+    let sb = Sandbox::new("tagsrt");
+    std::fs::write(
+        &sb.config,
+        json!({"tags": {
+            "Owner": "Shared Infra",
+            "list": "a,b,c",
+            "eq": "x=y",
+            "quote\"d": "say \"hi\"",
+            "empty": "",
+            "ünï": "cödé 東京"
+        }})
+        .to_string(),
+    )
+    .unwrap();
+    let r = sb.run(&imds.url(), &["connect"], &[]);
+    r.expect_code(0);
+    let agent: serde_json::Value =
+        serde_json::from_str(&read(&sb.agent_dir.join("agent.json"))).unwrap();
+    assert_eq!(
+        agent["tags"],
+        json!({"Owner": "Shared Infra", "list": "a,b,c", "eq": "x=y", "quote\"d": "say \"hi\"",
+               "empty": "", "ünï": "cödé 東京"}),
+        "{}",
+        r.stderr
+    );
+}
+
+/// Issue 12 item 8: a tag the agent's form cannot carry (a `'`, which would end the quoting and
+/// start a second tag; `=` in a name; blanks the agent trims; a line separator) is refused with
+/// exit 2 naming the tag, before any IMDS request or agent call.
+#[test]
+fn tags_the_agent_cannot_carry_are_refused_before_any_network_call() {
+    let imds = imds();
+    let cases: &[(&str, serde_json::Value, &str)] = &[
+        (
+            "quote in value",
+            json!({"env": "prod',admin=yes"}),
+            "single quote",
+        ),
+        ("quote in name", json!({"it's": "x"}), "single quote"),
+        ("= in name", json!({"a=b": "x"}), "'='"),
+        ("blank around value", json!({"k": " v"}), "blank"),
+        (
+            "line separator",
+            json!({"k": "a\u{2028}b"}),
+            "line separator",
+        ),
+        ("NEL", json!({"k": "a\u{85}b"}), "line separator"),
+    ];
+    for (name, tags, why) in cases {
+        let sb = Sandbox::new("badtag");
+        std::fs::write(&sb.config, json!({ "tags": tags }).to_string()).unwrap();
+        let r = sb.run(&imds.url(), &["connect"], &[]);
+        assert_eq!(r.code, Some(2), "{name}: {}", r.stderr);
+        assert!(
+            r.stderr.contains("invalid setting tags") && r.stderr.contains(why),
+            "{name}: {}",
+            r.stderr
+        );
+        assert!(sb.agent_calls_of("connect").is_empty(), "{name}");
+    }
+    // On the command line too: "it's" in double quotes is our syntax for a value holding a quote.
+    let sb = Sandbox::new("badtagflag");
+    let r = sb.run(&imds.url(), &["connect", "--tags", "a=\"it's\",b=c"], &[]);
+    assert_eq!(r.code, Some(2), "{}", r.stderr);
+    assert!(r.stderr.contains("\"a\""), "names the tag: {}", r.stderr);
+    assert_eq!(imds.requests().len(), 0, "no IMDS request for bad tags");
+}
+
+/// Issue 12 item 7: a config file, state dir or agent that a non-root user other than us could
+/// change is refused (sshd StrictModes: the file and every directory above it owned by root or us
+/// and not group/world-writable), before any IMDS request; the state dir and lock are never
+/// followed through a symbolic link.
+#[test]
+fn files_another_user_could_change_are_refused() {
+    use std::os::unix::fs::{chown, symlink, PermissionsExt};
+    let imds = imds();
+    let mode = |p: &std::path::Path, m: u32| {
+        std::fs::set_permissions(p, std::fs::Permissions::from_mode(m)).unwrap()
+    };
+    // (what, set up the sandbox, expected exit, words in the error)
+    type Setup = fn(&Sandbox, &dyn Fn(&std::path::Path, u32));
+    let cases: &[(&str, Setup, i32, &str)] = &[
+        ("config file g+w", |sb, m| m(&sb.config, 0o664), 2, "config"),
+        ("config dir o+w", |sb, m| m(&sb.root, 0o757), 2, "config"),
+        (
+            "config owned by nobody",
+            |sb, _| chown(&sb.config, Some(65534), None).unwrap(),
+            2,
+            "uid 65534",
+        ),
+        (
+            "state dir g+w",
+            |sb, m| {
+                std::fs::create_dir_all(&sb.state_dir).unwrap();
+                m(&sb.state_dir, 0o770)
+            },
+            2,
+            "state_dir",
+        ),
+        (
+            "state dir owned by nobody",
+            |sb, _| {
+                std::fs::create_dir_all(&sb.state_dir).unwrap();
+                chown(&sb.state_dir, Some(65534), None).unwrap()
+            },
+            2,
+            "uid 65534",
+        ),
+        (
+            "state dir a symlink",
+            |sb, _| {
+                std::fs::create_dir_all(sb.root.join("elsewhere")).unwrap();
+                symlink(sb.root.join("elsewhere"), &sb.state_dir).unwrap()
+            },
+            2,
+            "symbolic link",
+        ),
+        (
+            "lock a symlink",
+            |sb, _| {
+                std::fs::create_dir_all(&sb.state_dir).unwrap();
+                std::fs::write(sb.root.join("victim"), "keep").unwrap();
+                symlink(sb.root.join("victim"), sb.state_dir.join("lock")).unwrap()
+            },
+            1,
+            "lock",
+        ),
+        (
+            "agent in a dir owned by nobody",
+            |sb, _| {
+                let d = sb.root.join("bin");
+                std::fs::create_dir_all(&d).unwrap();
+                std::fs::copy(fake_agent_bin(), d.join("azcmagent")).unwrap();
+                chown(&d, Some(65534), None).unwrap();
+            },
+            5,
+            "uid 65534",
+        ),
+        (
+            "agent world-writable",
+            |sb, m| {
+                let d = sb.root.join("bin");
+                std::fs::create_dir_all(&d).unwrap();
+                std::fs::copy(fake_agent_bin(), d.join("azcmagent")).unwrap();
+                m(&d.join("azcmagent"), 0o777);
+            },
+            5,
+            "writable by group and others",
+        ),
+    ];
+    for (what, setup, code, words) in cases {
+        let sb = Sandbox::new("strict");
+        mode(&sb.root, 0o755);
+        mode(&sb.config, 0o600);
+        setup(&sb, &mode);
+        let agent = sb.root.join("bin/azcmagent");
+        let env: Vec<(&str, &str)> = if agent.exists() {
+            vec![("ARC_ENROLL_AZCMAGENT", agent.to_str().unwrap())]
+        } else {
+            vec![]
+        };
+        let before = imds.requests().len();
+        let r = sb.run(&imds.url(), &["connect"], &env);
+        assert_eq!(r.code, Some(*code), "{what}: {}", r.stderr);
+        assert!(r.stderr.contains(words), "{what}: {}", r.stderr);
+        assert!(sb.agent_calls().is_empty(), "{what}: the agent never ran");
+        if *code == 2 {
+            assert_eq!(imds.requests().len(), before, "{what}: no IMDS request");
+        }
+        if what.starts_with("lock") {
+            assert_eq!(
+                read(&sb.root.join("victim")),
+                "keep",
+                "the lock's target is untouched"
+            );
+        }
+    }
+}
+
+/// Issue 12 item 13: a FIFO as the config file used to block forever waiting for a writer (SIGTERM
+/// ignored); now any non-regular config file is refused at once with exit 2.
+#[test]
+fn a_fifo_or_directory_as_config_is_refused_at_once() {
+    let imds = imds();
+    let sb = Sandbox::new("fifo");
+    let fifo = sb.root.join("config.fifo");
+    assert!(std::process::Command::new("mkfifo")
+        .arg(&fifo)
+        .status()
+        .unwrap()
+        .success());
+    for (what, path) in [("FIFO", fifo.clone()), ("directory", sb.root.clone())] {
+        let mut c = sb.cmd(&imds.url());
+        c.args(["connect", "--config", path.to_str().unwrap()]);
+        let r = run_guarded(c, Duration::from_secs(10));
+        assert_eq!(r.code, Some(2), "{what}: {}", r.stderr);
+        assert!(
+            r.stderr.contains(what) && r.stderr.contains("not a regular file"),
+            "{what}: {}",
+            r.stderr
+        );
+        assert!(
+            r.elapsed < Duration::from_secs(2),
+            "{what}: took {:?}",
+            r.elapsed
+        );
+    }
+    assert_eq!(imds.requests().len(), 0);
 }

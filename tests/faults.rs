@@ -793,6 +793,10 @@ fn arm_via_proxy(c: &mut Ctx, mode: ProxyMode) -> Result<(), String> {
         ProxyMode::AuthRequired { give } => {
             let p = Tinyproxy::start(Some((PROXY_USER, PROXY_PASSWORD)));
             let url = if give {
+                // The agent needs the credentials: in its environment (root only) and its own
+                // config, where azcmagent keeps proxy.url (FACTS §2.3, §13).
+                c.sb.allow(common::PROXY_PASSWORD, "agent-env:")
+                    .allow(common::PROXY_PASSWORD, "file:agent/agent.json");
                 format!("http://{PROXY_USER}:{PROXY_PASSWORD}@127.0.0.1:{}", p.port)
             } else {
                 p.url()

@@ -432,3 +432,297 @@ fn changed_settings_are_reported_and_reconnect_on_change_moves_the_machine() {
     assert_eq!(sb.agent_calls_of("connect").len(), 2);
     assert_eq!(sb.state().unwrap()["tags"]["env"], "prod");
 }
+
+/// A decoy of "this machine's own files" next to the image, with a fingerprint of its contents.
+fn decoy_host(sb: &Sandbox) -> (std::path::PathBuf, Vec<(std::path::PathBuf, String)>) {
+    let host = sb.root.join("host");
+    let files = [
+        "etc/machine-id",
+        "etc/hostname",
+        "var/opt/azcmagent/agentconfig.json",
+        "var/opt/azcmagent/certs/host.pem",
+        "var/lib/arc-enroll/state.json",
+    ];
+    let mut snap = Vec::new();
+    for f in files {
+        let p = host.join(f);
+        std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+        let content = format!("HOST {f}\n");
+        std::fs::write(&p, &content).unwrap();
+        snap.push((p, content));
+    }
+    (host, snap)
+}
+
+fn host_untouched(snap: &[(std::path::PathBuf, String)], what: &str) {
+    for (p, content) in snap {
+        assert_eq!(
+            std::fs::read_to_string(p).ok().as_deref(),
+            Some(content.as_str()),
+            "{what}: host file {} was changed",
+            p.display()
+        );
+    }
+}
+
+/// Issue 12 item 6: links inside a mounted image that point out of it (absolute or relative, as the
+/// last component or on the way) never make `generalize --sysroot` empty or delete host files.
+#[test]
+fn generalize_offline_never_follows_a_link_out_of_the_image() {
+    use std::os::unix::fs::symlink;
+    let imds = imds();
+    // (what, set up the image given the decoy host dir, expected exit code)
+    type Setup = fn(&std::path::Path, &std::path::Path);
+    let cases: &[(&str, Setup, i32)] = &[
+        (
+            "absolute link as etc/machine-id",
+            |img, host| {
+                std::fs::remove_file(img.join("etc/machine-id")).unwrap();
+                symlink(host.join("etc/machine-id"), img.join("etc/machine-id")).unwrap();
+            },
+            0,
+        ),
+        (
+            "relative link as etc/machine-id",
+            |img, _| {
+                std::fs::remove_file(img.join("etc/machine-id")).unwrap();
+                symlink("../../host/etc/machine-id", img.join("etc/machine-id")).unwrap();
+            },
+            0,
+        ),
+        (
+            "etc itself a relative link",
+            |img, _| {
+                std::fs::remove_dir_all(img.join("etc")).unwrap();
+                symlink("../host/etc", img.join("etc")).unwrap();
+            },
+            1,
+        ),
+        (
+            "var/opt/azcmagent an absolute link",
+            |img, host| {
+                std::fs::create_dir_all(img.join("var/opt")).unwrap();
+                symlink(
+                    host.join("var/opt/azcmagent"),
+                    img.join("var/opt/azcmagent"),
+                )
+                .unwrap();
+            },
+            1,
+        ),
+        (
+            "var an absolute link",
+            |img, host| {
+                symlink(host.join("var"), img.join("var")).unwrap();
+            },
+            1,
+        ),
+        (
+            "var/lib/arc-enroll (the state dir) a relative link",
+            |img, _| {
+                std::fs::create_dir_all(img.join("var/lib")).unwrap();
+                symlink(
+                    "../../../host/var/lib/arc-enroll",
+                    img.join("var/lib/arc-enroll"),
+                )
+                .unwrap();
+            },
+            1,
+        ),
+    ];
+    for (what, setup, code) in cases {
+        let sb = Sandbox::new("gen-link");
+        let (host, snap) = decoy_host(&sb);
+        setup(&sb.sysroot, &host);
+        let r = sb.run(
+            &imds.url(),
+            &["generalize", "--state-dir", "/var/lib/arc-enroll"],
+            &[],
+        );
+        assert_eq!(r.code, Some(*code), "{what}: {}", r.stderr);
+        host_untouched(&snap, what);
+        if *code != 0 {
+            assert!(r.stderr.contains("symbolic link"), "{what}: {}", r.stderr);
+        } else {
+            assert!(
+                r.stderr.contains("not a regular file"),
+                "{what}: {}",
+                r.stderr
+            );
+            assert!(
+                std::fs::symlink_metadata(sb.sysroot.join("etc/machine-id"))
+                    .unwrap()
+                    .file_type()
+                    .is_symlink(),
+                "{what}: the link itself is left"
+            );
+        }
+    }
+}
+
+/// Issue 12 item 6: reads under --sysroot (machine-id, product_uuid, hostname) follow no link out
+/// of the image and survive any bytes.
+#[test]
+fn reads_under_a_sysroot_follow_no_link_out_of_it_and_survive_any_bytes() {
+    use std::os::unix::fs::symlink;
+    let imds = imds();
+    let sb = Sandbox::new("sysroot-read");
+    let (host, _snap) = decoy_host(&sb);
+    let img = &sb.sysroot;
+    std::fs::remove_file(img.join("etc/machine-id")).unwrap();
+    symlink(host.join("etc/machine-id"), img.join("etc/machine-id")).unwrap();
+    std::fs::remove_file(img.join("etc/hostname")).unwrap();
+    symlink("../../host/etc/hostname", img.join("etc/hostname")).unwrap();
+    std::fs::write(
+        img.join("sys/class/dmi/id/product_uuid"),
+        [0xff, 0xfe, 0x00, b'\n', 0xc3],
+    )
+    .unwrap();
+    let r = sb.run(&imds.url(), &["status", "--json"], &[]);
+    r.expect_code(0);
+    assert!(!r.stdout.contains("HOST"), "{}", r.stdout);
+    let v: serde_json::Value = serde_json::from_str(r.stdout.lines().last().unwrap()).unwrap();
+    assert_eq!(v["machine"]["machine_id"], serde_json::Value::Null, "{v}");
+    assert_eq!(v["machine"]["hostname"], serde_json::Value::Null, "{v}");
+    assert_eq!(v["machine"]["product_uuid"], serde_json::Value::Null, "{v}");
+}
+
+/// Issue 12 item 13: SIGTERM while an IMDS request hangs used to wait for the request's own
+/// time-out (10 s); now the wait ends at once: exit 143 within about a second.
+#[test]
+fn sigterm_during_a_hanging_imds_request_exits_143_at_once() {
+    use arc_enroll_fakes::imds::Step;
+    let imds =
+        FakeImds::start(ImdsConfig::default().with_script([Step::Hang(Duration::from_secs(30))]));
+    let sb = Sandbox::new("sigterm-imds");
+    let mut c = sb.cmd(&imds.url());
+    c.arg("token")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped());
+    let child = c.spawn().unwrap();
+    let pid = child.id();
+    let start = Instant::now();
+    while imds.requests().is_empty() {
+        assert!(start.elapsed() < Duration::from_secs(20), "no IMDS request");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    std::thread::sleep(Duration::from_millis(300));
+    let sent = Instant::now();
+    std::process::Command::new("kill")
+        .args(["-TERM", &pid.to_string()])
+        .status()
+        .unwrap();
+    let out = wait_with_limit(child, Duration::from_secs(30));
+    let took = sent.elapsed();
+    eprintln!("SIGTERM to exit: {took:?}");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(143), "{stderr}");
+    assert!(
+        took < Duration::from_secs(2),
+        "exit took {took:?} after SIGTERM\n{stderr}"
+    );
+    assert_eq!(imds.requests().len(), 1, "no retry after the signal");
+}
+
+/// Is process `pid` gone (no /proc entry, or a zombie nobody has reaped yet)?
+fn process_gone(pid: u64) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Err(_) => true,
+        Ok(s) => s
+            .rfind(')')
+            .and_then(|i| s[i + 1..].split_whitespace().next())
+            .is_some_and(|st| st == "Z" || st == "X"),
+    }
+}
+
+/// Issue 12 item 10: a SIGKILLed connect used to leave the agent running and the token file (valid
+/// for hours) behind. Now the agent dies with us (PR_SET_PDEATHSIG) and the next run removes the
+/// dead run's token directory.
+#[test]
+fn sigkill_mid_connect_takes_the_agent_along_and_the_next_run_removes_the_token_dir() {
+    let imds = imds();
+    let sb = Sandbox::new("sigkill");
+    let run_dir = sb.root.join("run");
+    std::fs::create_dir_all(&run_dir).unwrap();
+    // Not ours to remove: another user's dir, a link, a name that only looks like ours.
+    std::fs::create_dir_all(run_dir.join("arc-enroll-1-x")).unwrap();
+    let foreign = run_dir.join("arc-enroll-4000000-5");
+    std::fs::create_dir_all(&foreign).unwrap();
+    std::fs::set_permissions(
+        &foreign,
+        std::os::unix::fs::PermissionsExt::from_mode(0o700),
+    )
+    .unwrap();
+    std::os::unix::fs::chown(&foreign, Some(65534), None).unwrap();
+    std::fs::create_dir_all(run_dir.join("elsewhere/keep")).unwrap();
+    std::os::unix::fs::symlink(run_dir.join("elsewhere"), run_dir.join("arc-enroll-2-3")).unwrap();
+    let env = [("ARC_ENROLL_RUNTIME_DIR", run_dir.to_str().unwrap())];
+    // The SIGKILLed run's token file is there between the kill and the next run (this test checks
+    // that it is, then that the next run removes it).
+    sb.allow(ACCESS_TOKEN, "file:run/arc-enroll-");
+    sb.agent_behaviour(json!({"connect_hang_secs": 60}));
+    let mut c = sb.cmd(&imds.url());
+    c.arg("connect")
+        .envs(env)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null());
+    let mut child = c.spawn().unwrap();
+    let start = Instant::now();
+    while sb.agent_calls_of("connect").is_empty() {
+        assert!(
+            start.elapsed() < Duration::from_secs(30),
+            "connect never started"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let call = &sb.agent_calls_of("connect")[0];
+    let agent_pid = call["pid"].as_u64().unwrap();
+    let token_file = std::path::PathBuf::from(call["config_file"]["path"].as_str().unwrap());
+    let token_dir = token_file.parent().unwrap().to_path_buf();
+    assert_eq!(
+        token_dir.parent().unwrap(),
+        run_dir,
+        "the token dir follows ARC_ENROLL_RUNTIME_DIR"
+    );
+    child.kill().unwrap(); // SIGKILL
+    child.wait().unwrap();
+    let killed = Instant::now();
+    while !process_gone(agent_pid) {
+        assert!(
+            killed.elapsed() < Duration::from_secs(5),
+            "the agent (pid {agent_pid}) outlived the SIGKILLed run"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    eprintln!("agent gone {:?} after the SIGKILL", killed.elapsed());
+    assert!(
+        token_file.exists(),
+        "a SIGKILLed run cannot clean up after itself"
+    );
+
+    sb.agent_behaviour(json!({}));
+    let r = sb.run(&imds.url(), &["connect"], &env);
+    r.expect_code(0)
+        .log_has("a token directory left by arc-enroll run");
+    assert!(!token_dir.exists(), "the dead run's token dir is removed");
+    assert!(run_dir.join("arc-enroll-1-x").exists(), "not our naming");
+    assert!(
+        run_dir.join("elsewhere/keep").exists(),
+        "a link is not followed"
+    );
+    assert!(
+        std::fs::symlink_metadata(run_dir.join("arc-enroll-2-3")).is_ok(),
+        "a link is not ours"
+    );
+    let left: Vec<_> = std::fs::read_dir(&run_dir)
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name())
+        .collect();
+    assert!(foreign.exists(), "another user's dir is not ours");
+    assert_eq!(
+        left.len(),
+        4,
+        "the second run's own token dir is gone too: {left:?}"
+    );
+}

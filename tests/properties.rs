@@ -7,17 +7,18 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use arc_enroll::agent::{parse_config_value, parse_version, Show};
+use arc_enroll::azure::proxy::{
+    no_proxy_match, parse_etc_environment, split_url, ProxyConfig, ProxyUrl, Route,
+};
 use arc_enroll::cli::{Opts, Sources};
 use arc_enroll::config::{
     parse_resource_id, parse_tags, render_resource_name, resolve, validate_guid, Identity,
     MachineFacts, Sourced,
 };
-use arc_enroll::imds::classify_token_reply;
-use arc_enroll::proxy::{
-    no_proxy_match, parse_etc_environment, split_url, ProxyConfig, ProxyUrl, Route,
-};
-use arc_enroll::retry::{parse_duration, parse_retry_after, Attempt};
-use arc_enroll::token::{decode_claims_str, refusal};
+use arc_enroll::identity::imds::classify_token_reply;
+use arc_enroll::identity::token::{decode_claims_str, refusal};
+use arc_enroll::retry::{parse_retry_after, Attempt};
+use arc_enroll::timefmt::parse_duration;
 use base64::Engine;
 use proptest::prelude::*;
 
@@ -360,4 +361,179 @@ fn rand_suffix(s: &str) -> u64 {
     s.hash(&mut h);
     std::thread::current().id().hash(&mut h);
     h.finish()
+}
+
+// ---- user-data (issue 12 item 4) -------------------------------------------------------------
+
+/// Text that tries to break out of a YAML scalar: every line break YAML 1.1 knows (cloud-init's
+/// PyYAML and libyaml break lines at U+0085, U+2028 and U+2029 too), keys, indicators, plus
+/// `hostile()`.
+fn yaml_hostile() -> impl Strategy<Value = String> {
+    let piece = prop_oneof![
+        Just("\u{2028}".to_string()),
+        Just("\u{2029}".to_string()),
+        Just("\u{85}".to_string()),
+        Just("\r".to_string()),
+        Just("\n".to_string()),
+        Just("\t".to_string()),
+        Just("\u{2028}bootcmd: [[sh, -c, 'touch /owned']]\u{2028}".to_string()),
+        Just("\u{2028}bootcmd: [[touch, /owned]]\u{2028}x: |\u{2028} ".to_string()),
+        Just("\nruncmd:\n- x\n".to_string()),
+        Just("#".to_string()),
+        Just(": ".to_string()),
+        Just("- ".to_string()),
+        Just("|".to_string()),
+        Just("&a *a !!str".to_string()),
+        "[a-z0-9 .-]{0,12}",
+        hostile(),
+    ];
+    proptest::collection::vec(piece, 0..6).prop_map(|v| v.concat())
+}
+
+/// Mostly text a setting may hold (YAML indicators, quotes, non-ASCII: accepted, so the generator
+/// sees them), sometimes `yaml_hostile()` (mostly refused by `resolve`).
+fn setting_text() -> impl Strategy<Value = String> {
+    prop_oneof![
+        8 => "[a-z0-9][a-zA-Z0-9 .:#\"&*!|>@%=,é東-]{0,16}",
+        1 => yaml_hostile(),
+    ]
+}
+
+/// A tag name or value: mostly one the agent's form can carry, sometimes `yaml_hostile()`.
+fn tag_text() -> impl Strategy<Value = String> {
+    prop_oneof![
+        8 => "[a-z]([a-zA-Z0-9 .:#\"*!|@,é東-]{0,10}[a-z])?",
+        1 => yaml_hostile(),
+    ]
+}
+
+/// The parsed user-data: only the generator's keys, and the embedded config decoded.
+fn parse_user_data(text: &str) -> Result<serde_json::Value, String> {
+    let doc: serde_json::Value =
+        serde_norway::from_str(text).map_err(|e| format!("not YAML: {e}\n{text}"))?;
+    let top: Vec<&String> = doc.as_object().ok_or("not a mapping")?.keys().collect();
+    if top != ["runcmd", "write_files"] {
+        return Err(format!("top-level keys {top:?}\n{text}"));
+    }
+    let files = doc["write_files"].as_array().ok_or("write_files")?;
+    if files.len() != 1 {
+        return Err(format!("{} write_files entries\n{text}", files.len()));
+    }
+    let f = files[0].as_object().ok_or("write_files[0]")?;
+    let keys: Vec<&String> = f.keys().collect();
+    if keys != ["content", "encoding", "owner", "path", "permissions"] {
+        return Err(format!("write_files[0] keys {keys:?}\n{text}"));
+    }
+    if f["path"] != "/etc/arc-enroll/config.json" || f["encoding"] != "b64" {
+        return Err(format!("path/encoding {f:?}"));
+    }
+    let raw = base64::engine::general_purpose::STANDARD
+        .decode(f["content"].as_str().ok_or("content")?)
+        .map_err(|e| format!("content is not base64: {e}"))?;
+    serde_json::from_slice(&raw).map_err(|e| format!("content is not JSON: {e}"))
+}
+
+proptest! {
+    #![proptest_config(config())]
+
+    /// For any setting values: either `resolve` refuses them (exit 2), or the user-data parses to
+    /// exactly the generator's keys and its config.json is exactly what `config_json` built.
+    #[test]
+    fn user_data_has_only_its_keys_and_the_config_round_trips(
+        resource_name in proptest::option::of(setting_text()),
+        tags in proptest::option::of(proptest::collection::btree_map(tag_text(), tag_text(), 1..4)),
+        proxy in proptest::option::of(setting_text()),
+        no_proxy in proptest::option::of(setting_text()),
+        state_dir in proptest::option::of(setting_text()),
+        azcmagent in proptest::option::of(setting_text()),
+        agent_url in proptest::option::of(setting_text()),
+        fetch in any::<bool>(),
+    ) {
+        let mut cfg = serde_json::Map::new();
+        let mut put = |k: &str, v: Option<serde_json::Value>| {
+            if let Some(v) = v {
+                cfg.insert(k.into(), v);
+            }
+        };
+        put("resource_name", resource_name.map(|v| format!("{v}{{hostname}}").into()));
+        put("tags", tags.map(|t| serde_json::json!(t)));
+        put("proxy", proxy.map(|v| format!("http://{v}").into()));
+        put("no_proxy", no_proxy.map(Into::into));
+        put("state_dir", state_dir.map(Into::into));
+        put("azcmagent", azcmagent.map(Into::into));
+        put("agent_installer_url", agent_url.map(|v| format!("https://{v}").into()));
+        let json = serde_json::Value::Object(cfg).to_string();
+        let dir = std::env::temp_dir().join(format!("arc-enroll-prop-ud-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join(format!("config-{:x}.json", rand_suffix(&json)));
+        std::fs::write(&path, &json).unwrap();
+        let opts = Opts {
+            config: Some(path.display().to_string()),
+            sysroot: Some("/nonexistent-sysroot".into()),
+            ..Default::default()
+        };
+        let r = resolve(&opts, &Sources::default(), &BTreeMap::new());
+        let _ = std::fs::remove_file(&path);
+        match r {
+            Err(e) => prop_assert_eq!(e.exit_code(), 2, "{}", e),
+            Ok(settings) => {
+                let (config, _notes) = arc_enroll::commands::userdata::config_json(&settings);
+                let f = arc_enroll::commands::userdata::Fetch {
+                    url: "https://example.invalid/arc-enroll".into(),
+                    sha256: "0".repeat(64),
+                };
+                let text = arc_enroll::commands::userdata::render(&config, fetch.then_some(&f));
+                let parsed = parse_user_data(&text);
+                prop_assert!(parsed.is_ok(), "{}", parsed.unwrap_err());
+                prop_assert_eq!(parsed.unwrap(), config.clone());
+                let doc: serde_json::Value = serde_norway::from_str(&text).unwrap();
+                let runcmd = doc["runcmd"].as_array().unwrap();
+                if fetch {
+                    prop_assert_eq!(runcmd.len(), 2);
+                    prop_assert_eq!(&runcmd[0][2], &serde_json::json!(arc_enroll::commands::userdata::fetch_script(&f, &config)));
+                    prop_assert_eq!(&runcmd[1], &serde_json::json!(["/usr/local/bin/arc-enroll", "connect"]));
+                } else {
+                    prop_assert_eq!(runcmd, &vec![serde_json::json!(["arc-enroll", "connect"])]);
+                }
+            }
+        }
+    }
+}
+
+/// The reported attack: a tag value that, JSON-encoded, still holds U+2028 (serde_json leaves it
+/// as is), which YAML 1.1 reads as a line break: before the fix it added a root `bootcmd:`.
+#[test]
+fn a_line_separator_in_a_tag_cannot_add_a_bootcmd() {
+    // With the old `content: |` block, PyYAML (cloud-init) read this as top-level keys
+    // write_files, bootcmd: [[touch, /owned]], x and runcmd (seen on the old binary).
+    let value = "x\u{2028}bootcmd: [[touch, /owned]]\u{2028}x: |\u{2028} ";
+    let mut tags = BTreeMap::new();
+    tags.insert("k".to_string(), value.to_string());
+    tags.insert(
+        "k2".to_string(),
+        "x\u{2028}bootcmd: [[sh, -c, 'touch /owned']]\u{2028}y".to_string(),
+    );
+    // The generator alone (as if a caller built settings past `resolve`'s checks).
+    let config = serde_json::json!({ "tags": tags });
+    let text = arc_enroll::commands::userdata::render(&config, None);
+    let parsed = parse_user_data(&text).unwrap();
+    assert_eq!(parsed, config);
+    // And `resolve` refuses it in the first place, naming the setting and where it came from.
+    let dir = std::env::temp_dir().join(format!("arc-enroll-prop-bc-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("config.json");
+    std::fs::write(&path, config.to_string()).unwrap();
+    let opts = Opts {
+        config: Some(path.display().to_string()),
+        sysroot: Some("/nonexistent-sysroot".into()),
+        ..Default::default()
+    };
+    let e = resolve(&opts, &Sources::default(), &BTreeMap::new()).unwrap_err();
+    let _ = std::fs::remove_dir_all(&dir);
+    assert_eq!(e.exit_code(), 2);
+    let msg = e.to_string();
+    assert!(
+        msg.contains("tags") && msg.contains("\\u{2028}") && msg.contains("config file"),
+        "{msg}"
+    );
 }

@@ -5,8 +5,8 @@ mod common;
 
 use std::time::Duration;
 
-use arc_enroll::http::Http;
-use arc_enroll::proxy::{ProxyConfig, ProxyUrl};
+use arc_enroll::azure::http::Http;
+use arc_enroll::azure::proxy::{ProxyConfig, ProxyUrl};
 use common::*;
 
 #[test]
@@ -167,6 +167,10 @@ fn proxy_authentication_works_and_the_password_is_never_logged() {
     // The binary, at -vv, with the password in the proxy URL: never in its output.
     let imds = FakeImds::start(ImdsConfig::default());
     let sb = Sandbox::new("proxy-auth");
+    // The agent needs the credentials: in its environment (HTTPS_PROXY, readable by root only)
+    // and its own config, where azcmagent keeps proxy.url (FACTS §2.3, §13).
+    sb.allow(PROXY_PASSWORD, "agent-env:")
+        .allow(PROXY_PASSWORD, "file:agent/agent.json");
     let r = sb.run(
         &imds.url(),
         &["connect", "-vv", "--proxy", &with],

@@ -83,11 +83,16 @@ fn user_data(args: &[&str], env: &[(&str, &str)]) -> Run {
     run_guarded(c, std::time::Duration::from_secs(30))
 }
 
-/// The config.json embedded in the user-data (between `content: |` and `runcmd:`).
+/// The config.json embedded in the user-data (`write_files[0]`, base64).
 fn embedded_config(yaml: &str) -> serde_json::Value {
-    let start = yaml.find("content: |\n").expect("content block") + "content: |\n".len();
-    let end = yaml.find("\nruncmd:").expect("runcmd");
-    serde_json::from_str(&yaml[start..end]).expect("config is JSON")
+    let doc: serde_json::Value = serde_norway::from_str(yaml).expect("user-data is YAML");
+    let f = &doc["write_files"][0];
+    assert_eq!(f["path"], "/etc/arc-enroll/config.json", "{yaml}");
+    assert_eq!(f["encoding"], "b64", "{yaml}");
+    let raw = base64::engine::general_purpose::STANDARD
+        .decode(f["content"].as_str().expect("content"))
+        .expect("content is base64");
+    serde_json::from_slice(&raw).expect("config is JSON")
 }
 
 /// `cloud-init schema --config-file`, installing cloud-init if missing. None = cannot run it.

@@ -84,6 +84,9 @@ pub struct ArmConfig {
     pub untrusted: bool,
     /// Body of `/installer.sh`.
     pub installer: Option<String>,
+    /// `(path, location)`: a GET of `path` answers `302 Found` with `Location: location`, as
+    /// aka.ms does for the installer (any path, before every other route).
+    pub redirects: Vec<(String, String)>,
     pub log_stderr: bool,
 }
 
@@ -101,6 +104,7 @@ impl Default for ArmConfig {
             retry_after_secs: 1,
             untrusted: false,
             installer: None,
+            redirects: Vec::new(),
             log_stderr: false,
         }
     }
@@ -325,6 +329,13 @@ fn handle(state: &Mutex<State>, req: &Request, started: Instant) -> Reply {
 }
 
 fn route(st: &mut State, req: &Request, has_bearer: bool, claims: Option<&Value>) -> Reply {
+    if let Some((_, to)) = st.cfg.redirects.iter().find(|(p, _)| *p == req.path) {
+        return Reply::Send {
+            status: 302,
+            headers: vec![("Location".into(), to.clone())],
+            body: Vec::new(),
+        };
+    }
     if req.path == "/installer.sh" {
         return match &st.cfg.installer {
             Some(body) => Reply::Send {

@@ -334,6 +334,9 @@ pub struct ImdsConfig {
     pub serve_proxied: bool,
     /// Append every request as one JSON line to this file.
     pub record_file: Option<PathBuf>,
+    /// Append every access token minted, one per line, to this file (for tests that scan other
+    /// programs' output for them, e.g. the Ansible role's). Holds secrets: test use only.
+    pub issued_tokens_file: Option<PathBuf>,
     /// Print `fake-imds: GET /path -> 410` to stderr per request.
     pub log_stderr: bool,
 }
@@ -363,6 +366,7 @@ impl Default for ImdsConfig {
             instance_metadata: true,
             serve_proxied: false,
             record_file: None,
+            issued_tokens_file: None,
             log_stderr: false,
         }
     }
@@ -465,6 +469,8 @@ struct State {
     requests: Vec<Recorded>,
     token_requests: usize,
     minted: u64,
+    /// Every access token minted (the secret scanner's list; also in `crate::secrets`).
+    issued: Vec<String>,
     /// (window start, token requests admitted in it)
     window: Option<(Instant, u32)>,
 }
@@ -498,6 +504,7 @@ impl FakeImds {
             requests: Vec::new(),
             token_requests: 0,
             minted: 0,
+            issued: Vec::new(),
             window: None,
         }));
         let started = Instant::now();
@@ -536,6 +543,11 @@ impl FakeImds {
     /// Replace what is left of the script.
     pub fn set_script(&self, steps: impl IntoIterator<Item = Step>) {
         lock(&self.state).script = steps.into_iter().collect();
+    }
+
+    /// Every access token this fake minted (also registered in [`crate::secrets`]).
+    pub fn issued_tokens(&self) -> Vec<String> {
+        lock(&self.state).issued.clone()
     }
 
     /// Steps not yet consumed.
@@ -961,8 +973,20 @@ fn mint(s: &mut State, id: &Ident, resource: &str, over: Option<Override>) -> Va
         claims["xms_az_rid"] = json!(rid);
     }
     let expires_in = exp - now;
+    let access_token = jwt::mint(&claims);
+    crate::secrets::register(crate::secrets::ACCESS_TOKEN, &access_token);
+    s.issued.push(access_token.clone());
+    if let Some(path) = &cfg.issued_tokens_file {
+        if let Ok(mut f) = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(path)
+        {
+            let _ = writeln!(f, "{access_token}");
+        }
+    }
     json!({
-        "access_token": jwt::mint(&claims),
+        "access_token": access_token,
         "refresh_token": "",
         "expires_in": expires_in.to_string(),
         "expires_on": exp.to_string(),
@@ -1635,6 +1659,38 @@ mod tests {
         assert_eq!(lines.len(), f.requests().len());
         assert_eq!(lines[0]["path"], TOKEN_PATH);
         assert_eq!(lines[0]["status"], 200);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn issued_tokens_file_lists_every_minted_token() {
+        let dir = std::env::temp_dir().join(format!("fake-imds-tokens-{}", std::process::id()));
+        let _ = std::fs::create_dir_all(&dir);
+        let file = dir.join("tokens");
+        let _ = std::fs::remove_file(&file);
+        let f = FakeImds::start(ImdsConfig {
+            issued_tokens_file: Some(file.clone()),
+            script: vec![Step::gone(), Step::Ok, Step::expired(60)],
+            ..Default::default()
+        });
+        let mut issued = Vec::new();
+        for _ in 0..4 {
+            let r = get(&f, &tok(""));
+            if r.status == 200 {
+                issued.push(r.json()["access_token"].as_str().unwrap().to_string());
+            }
+        }
+        assert_eq!(
+            issued.len(),
+            3,
+            "410 mints nothing; ok, expired and a default token do"
+        );
+        let listed: Vec<String> = std::fs::read_to_string(&file)
+            .unwrap()
+            .lines()
+            .map(String::from)
+            .collect();
+        assert_eq!(listed, issued);
         let _ = std::fs::remove_dir_all(&dir);
     }
 

@@ -15,6 +15,7 @@
 //! - `calls.jsonl`: one JSON object per invocation, appended first thing:
 //!   `{"argv": [args after the program name], "program", "env": {NO_PROXY, no_proxy, HTTPS_PROXY,
 //!   https_proxy, HTTP_PROXY, http_proxy, IDENTITY_ENDPOINT, IMDS_ENDPOINT — only those set},
+//!   "environ": {every environment variable}, "ppid": the caller's pid,
 //!   "config_file": {"path", "mode": "600", "dir_mode": "700", "content": <parsed JSON|null>,
 //!   "parse_error"?} (only when `--config` is given and readable; else "config_file_error"),
 //!   "uid", "pid", "time": RFC 3339, "unix"}`.
@@ -63,6 +64,7 @@ const RECORDED_ENV: [&str; 8] = [
 extern "C" {
     fn kill(pid: i32, sig: i32) -> i32;
     fn getuid() -> u32;
+    fn getppid() -> i32;
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -364,11 +366,24 @@ fn record(ctx: &Ctx, program: &str, args: &[String]) {
             env.insert(k.into(), v.to_string_lossy().into_owned().into());
         }
     }
+    // The whole environment, for the tests' secret scanner (a secret in the agent's environment
+    // is readable from /proc/<pid>/environ by root and the same user).
+    let environ: Map<String, Value> = std::env::vars_os()
+        .map(|(k, v)| {
+            (
+                k.to_string_lossy().into_owned(),
+                v.to_string_lossy().into_owned().into(),
+            )
+        })
+        .collect();
     let now = jwt::now_unix();
     let mut rec = json!({
         "argv": args,
         "program": program,
         "env": env,
+        "environ": environ,
+        // SAFETY: getppid() has no preconditions and cannot fail.
+        "ppid": unsafe { getppid() },
         // SAFETY: getuid() has no preconditions and cannot fail.
         "uid": unsafe { getuid() },
         "pid": std::process::id(),

@@ -23,6 +23,8 @@ OPTIONS:
   --gone-for SECS            answer 410 to /metadata/ requests for SECS after start
   --throttle-rps N           token requests beyond N per second => 429 Retry-After: 1
   --record FILE              append every request to FILE as one JSON line
+  --issued-tokens FILE       append every access token minted to FILE, one per line (tests
+                             that scan output for leaked tokens; the file holds secrets)
   --tenant GUID              tenant id (tid, iss)
   --subscription GUID        subscription id
   --resource-group NAME      resource group
@@ -100,6 +102,7 @@ fn main() {
                 }
             }
             "--record" => cfg.record_file = Some(PathBuf::from(value())),
+            "--issued-tokens" => cfg.issued_tokens_file = Some(PathBuf::from(value())),
             "--tenant" | "--tenant-id" => cfg.tenant_id = value(),
             "--subscription" | "--subscription-id" => cfg.subscription_id = value(),
             "--resource-group" => cfg.resource_group = value(),

@@ -1,0 +1,6 @@
+//! Reaching Azure: curl's proxy rules (`proxy`) and proxy URLs (`proxy_url`), the HTTP agents (`http`), ARM reads (`arm`).
+
+pub mod arm;
+pub mod http;
+pub mod proxy;
+pub mod proxy_url;
