@@ -14,9 +14,12 @@ setup-musl:
 	@rustup target list --installed 2>/dev/null | grep -qx $(TARGET) || rustup target add $(TARGET)
 	@command -v musl-gcc >/dev/null || { echo "installing musl-tools"; (apt-get update -qq || true) && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq musl-tools; }
 
-## Test prerequisites: tinyproxy (a real HTTP proxy for the proxy tests).
+## Test prerequisites: tinyproxy (a real HTTP proxy for the proxy tests), curl (tests/ecosystem.rs
+## compares the proxy rules with a real curl), openssl (a negative-serial certificate at test time).
 setup-test:
 	@command -v tinyproxy >/dev/null || [ -x /usr/sbin/tinyproxy ] || { echo "installing tinyproxy"; (apt-get update -qq || true) && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq tinyproxy; }
+	@command -v curl >/dev/null || { echo "installing curl"; (apt-get update -qq || true) && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq curl; }
+	@command -v openssl >/dev/null || { echo "installing openssl"; (apt-get update -qq || true) && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq openssl; }
 
 ## Static, stripped, LTO release binary.
 build: setup-musl

@@ -24,13 +24,19 @@ pub const BIN: &str = "arc-enroll";
 pub const VALUES: &[(&str, &[&str])] = &[
     (
         "cloud",
-        &["AzureCloud", "AzureUSGovernment", "AzureChinaCloud"],
+        &[
+            "AzureCloud",
+            "AzureUSGovernment",
+            "AzureChinaCloud",
+            "Azure.Local",
+        ],
     ),
     ("clone_policy", &["reconnect", "fail", "ignore"]),
     ("token_source", &["imds", "gcp", "aws", "file", "github"]),
     ("reconnect_on_change", &["true", "false"]),
     ("install_agent", &["true", "false"]),
     ("enable_automatic_upgrade", &["true", "false"]),
+    ("use_aws_ec2_hostname", &["true", "false"]),
 ];
 
 /// The CLI as completions see it: [`VALUES`] attached to their flags, on every subcommand.

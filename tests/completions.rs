@@ -147,7 +147,12 @@ fn bash_completes_subcommand_options_and_values() {
     );
     assert_eq!(
         complete(&["arc-enroll", "check", "--cloud", ""]),
-        ["AzureCloud", "AzureUSGovernment", "AzureChinaCloud"]
+        [
+            "AzureCloud",
+            "AzureUSGovernment",
+            "AzureChinaCloud",
+            "Azure.Local"
+        ]
     );
 }
 

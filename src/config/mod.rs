@@ -60,6 +60,9 @@ pub enum Cloud {
     AzureCloud,
     AzureUSGovernment,
     AzureChinaCloud,
+    /// Azure Local (agent >= 1.67, FACTS §13): managed from public Azure, so public-cloud ARM,
+    /// audience and endpoints; only the name given to the agent differs.
+    AzureLocal,
 }
 
 impl Cloud {
@@ -70,6 +73,7 @@ impl Cloud {
                 Some(Cloud::AzureUSGovernment)
             }
             "azurechinacloud" | "china" => Some(Cloud::AzureChinaCloud),
+            "azure.local" | "azurelocal" => Some(Cloud::AzureLocal),
             _ => None,
         }
     }
@@ -80,13 +84,14 @@ impl Cloud {
             Cloud::AzureCloud => "AzureCloud",
             Cloud::AzureUSGovernment => "AzureUSGovernment",
             Cloud::AzureChinaCloud => "AzureChinaCloud",
+            Cloud::AzureLocal => "Azure.Local",
         }
     }
 
     /// ARM's base URL (FACTS §7).
     pub fn arm_endpoint(self) -> &'static str {
         match self {
-            Cloud::AzureCloud => "https://management.azure.com",
+            Cloud::AzureCloud | Cloud::AzureLocal => "https://management.azure.com",
             Cloud::AzureUSGovernment => "https://management.usgovcloudapi.net",
             Cloud::AzureChinaCloud => "https://management.chinacloudapi.cn",
         }
@@ -95,7 +100,7 @@ impl Cloud {
     /// The resource we ask IMDS for; it becomes the token's `aud`.
     pub fn token_resource(self) -> &'static str {
         match self {
-            Cloud::AzureCloud => "https://management.azure.com/",
+            Cloud::AzureCloud | Cloud::AzureLocal => "https://management.azure.com/",
             Cloud::AzureUSGovernment => "https://management.usgovcloudapi.net/",
             Cloud::AzureChinaCloud => "https://management.chinacloudapi.cn/",
         }
@@ -104,7 +109,7 @@ impl Cloud {
     /// Audiences ARM accepts (FACTS §7: the resource-manager URL and the legacy core URL).
     pub fn accepted_audiences(self) -> &'static [&'static str] {
         match self {
-            Cloud::AzureCloud => &[
+            Cloud::AzureCloud | Cloud::AzureLocal => &[
                 "https://management.azure.com/",
                 "https://management.core.windows.net/",
             ],
@@ -122,7 +127,7 @@ impl Cloud {
     /// Hosts the agent must reach (FACTS §7 and §9; network requirements).
     pub fn required_endpoints(self) -> &'static [&'static str] {
         match self {
-            Cloud::AzureCloud => &[
+            Cloud::AzureCloud | Cloud::AzureLocal => &[
                 "https://management.azure.com/",
                 "https://login.microsoftonline.com/",
                 "https://login.windows.net/",
@@ -249,6 +254,8 @@ pub struct Settings {
     pub correlation_id: Option<Sourced<String>>,
     pub gateway_id: Option<Sourced<String>>,
     pub enable_automatic_upgrade: Sourced<bool>,
+    /// `azcmagent connect --use-aws-ec2-hostname` (agent >= 1.62, FACTS §13).
+    pub use_aws_ec2_hostname: Sourced<bool>,
     pub identity: Sourced<Identity>,
     pub proxy: ProxyConfig,
     pub clone_policy: Sourced<ClonePolicy>,

@@ -46,7 +46,7 @@ echo "deb-test: completion 'arc-enroll connect --' -> $(wc -l <<<"$opts") option
 expect_completion "connect" arc-enroll con
 expect_completion "--base64" arc-enroll user-data --ba
 expect_completion "reconnect fail ignore" arc-enroll connect --clone-policy ""
-expect_completion "AzureCloud AzureUSGovernment AzureChinaCloud" arc-enroll connect --cloud ""
+expect_completion "AzureCloud AzureUSGovernment AzureChinaCloud Azure.Local" arc-enroll connect --cloud ""
 # --token-source (workload identity federation) exists only once that feature is merged: its
 # value completion is checked whenever `connect --help` lists the flag.
 if arc-enroll connect --help | grep -q -- '--token-source'; then
