@@ -70,20 +70,7 @@ pub struct Clock {
 impl Clock {
     /// The real clock, sped up by `ARC_ENROLL_TIME_SCALE` when that is set (tests).
     pub fn from_env() -> Result<Clock, Error> {
-        let scale = match std::env::var(TIME_SCALE_ENV) {
-            Ok(v) => match v.trim().parse::<f64>() {
-                Ok(s) if (1.0..=MAX_TIME_SCALE).contains(&s) => s,
-                _ => {
-                    return Err(Error::invalid(
-                        TIME_SCALE_ENV,
-                        v,
-                        format!("environment {TIME_SCALE_ENV}"),
-                        format!("must be a number from 1 to {MAX_TIME_SCALE} (tests only)"),
-                    ))
-                }
-            },
-            Err(_) => 1.0,
-        };
+        let scale = parse_time_scale(std::env::var(TIME_SCALE_ENV).ok().as_deref())?;
         Ok(Clock::with_scale(scale))
     }
 
@@ -131,6 +118,20 @@ impl Clock {
             }
             std::thread::sleep((until - now).min(SLEEP_SLICE));
         }
+    }
+}
+
+/// `ARC_ENROLL_TIME_SCALE`'s value (unset: 1): a number from 1 to `MAX_TIME_SCALE`, else exit 2.
+pub fn parse_time_scale(value: Option<&str>) -> Result<f64, Error> {
+    let Some(v) = value else { return Ok(1.0) };
+    match v.trim().parse::<f64>() {
+        Ok(s) if (1.0..=MAX_TIME_SCALE).contains(&s) => Ok(s),
+        _ => Err(Error::invalid(
+            TIME_SCALE_ENV,
+            v,
+            format!("environment {TIME_SCALE_ENV}"),
+            format!("must be a number from 1 to {MAX_TIME_SCALE} (tests only)"),
+        )),
     }
 }
 
@@ -347,6 +348,103 @@ pub fn parse_retry_after(value: &str) -> Option<Duration> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn time_scale_is_one_unset_and_else_a_number_from_1_to_the_maximum() {
+        assert_eq!(parse_time_scale(None).unwrap(), 1.0);
+        for (text, want) in [("1", 1.0), (" 50 ", 50.0), ("10000", MAX_TIME_SCALE)] {
+            assert_eq!(parse_time_scale(Some(text)).unwrap(), want, "{text:?}");
+        }
+        for bad in ["0", "0.99", "-1", "10000.5", "1e300", "NaN", "inf", "", "x"] {
+            assert!(parse_time_scale(Some(bad)).is_err(), "{bad:?} accepted");
+        }
+    }
+
+    #[test]
+    fn the_clock_maps_virtual_time_to_real_time_by_its_scale() {
+        let c = Clock::with_scale(10.0);
+        assert_eq!(c.real(Duration::from_secs(10)), Duration::from_secs(1));
+        // io_timeout: real time, floored at MIN_REAL_IO_TIMEOUT (or d itself when shorter)
+        let fast = Clock::with_scale(100.0);
+        assert_eq!(
+            fast.io_timeout(Duration::from_secs(60)),
+            MIN_REAL_IO_TIMEOUT
+        );
+        assert_eq!(
+            fast.io_timeout(Duration::from_secs(1)),
+            Duration::from_secs(1)
+        );
+        assert_eq!(
+            fast.io_timeout(Duration::from_secs(1000)),
+            Duration::from_secs(10)
+        );
+        let real = Clock::with_scale(1.0);
+        assert_eq!(
+            real.io_timeout(Duration::from_secs(7)),
+            Duration::from_secs(7)
+        );
+    }
+
+    #[test]
+    fn unix_now_is_the_wall_clock_moved_on_by_virtual_time() {
+        let wall = || {
+            SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .unwrap()
+                .as_secs()
+        };
+        let c = Clock::with_scale(1.0);
+        assert!(c.unix_now().abs_diff(wall()) <= 1);
+        let fast = Clock::with_scale(10_000.0);
+        std::thread::sleep(Duration::from_millis(20));
+        // 20 ms real = 200 s virtual: the sped-up clock is ahead of the wall clock, not behind
+        let ahead = fast.unix_now() as i64 - wall() as i64;
+        assert!((150..3_600).contains(&ahead), "ahead by {ahead} s");
+    }
+
+    #[test]
+    fn sleep_waits_the_real_share_of_a_virtual_duration() {
+        let c = Clock::with_scale(100.0);
+        let t = Instant::now();
+        c.sleep(Duration::from_secs(3)).unwrap(); // 30 ms real
+        let took = t.elapsed();
+        assert!(took >= Duration::from_millis(30), "{took:?}");
+        assert!(took < Duration::from_secs(2), "{took:?}");
+    }
+
+    #[test]
+    fn a_deadline_expires_and_bounds_per_request_time_outs() {
+        let c = Clock::with_scale(1.0);
+        let gone = Deadline::new(c, Duration::ZERO);
+        assert!(gone.expired());
+        assert_eq!(
+            gone.bounded(Duration::from_secs(5)),
+            Duration::from_millis(1)
+        );
+        let far = Deadline::new(c, Duration::from_secs(3600));
+        assert!(!far.expired());
+        assert_eq!(far.bounded(Duration::from_secs(5)), Duration::from_secs(5));
+        let near = Deadline::new(c, Duration::from_secs(2));
+        assert!(near.bounded(Duration::from_secs(5)) <= Duration::from_secs(2));
+        assert!(near.bounded(Duration::from_secs(5)) > Duration::from_secs(1));
+    }
+
+    #[test]
+    fn the_jitter_source_is_xorshift64_star() {
+        // Reference values for seed 1, computed independently (Vigna's xorshift64*, 12/25/27,
+        // multiplier 0x2545F4914F6CDD1D, top 53 bits).
+        let mut b = Backoff::seeded(Duration::from_secs(1), Duration::from_secs(1), 1);
+        for want in [0.28083505005035947, 0.6711372530266764, 0.7258461452833668] {
+            let got = b.unit();
+            assert!((got - want).abs() < 1e-12, "{got} != {want}");
+        }
+        // an even seed is made odd (an all-zero state would stay zero: no jitter at all)
+        let mut z = Backoff::seeded(Duration::from_secs(1), Duration::from_secs(1), 0);
+        let draws: Vec<f64> = (0..100).map(|_| z.unit()).collect();
+        assert!(draws.iter().all(|u| (0.0..1.0).contains(u)));
+        let mean = draws.iter().sum::<f64>() / draws.len() as f64;
+        assert!((0.3..0.7).contains(&mean), "mean {mean}");
+    }
 
     #[test]
     fn backoff_doubles_up_to_the_cap_with_jitter_inside_half_to_full_step() {
