@@ -48,10 +48,13 @@ impl Presented {
     }
 }
 
+/// What the verifier was shown, and its verdict.
+type Seen = (Vec<CertInfo>, Result<(), String>);
+
 #[derive(Debug)]
 struct Recorder {
     inner: Arc<WebPkiServerVerifier>,
-    seen: Mutex<Option<(Vec<CertInfo>, Result<(), String>)>>,
+    seen: Mutex<Option<Seen>>,
 }
 
 impl ServerCertVerifier for Recorder {
