@@ -120,7 +120,7 @@ test-release: release setup-qemu setup-test
 	rm -f $$log.out; exit $$rc
 
 ## Issue 7: reliability and performance under fire.
-.PHONY: faults fleet
+.PHONY: faults fleet fleet-arm
 FLEET_N ?= 50,200,500
 
 ## The fault matrix alone, printing its table (case, exit code, wall time); `make test` runs it too.
@@ -128,10 +128,27 @@ faults: setup-test
 	$(CARGO) build --workspace --locked
 	$(CARGO) test --locked --test faults -- --nocapture
 
-## N arc-enroll processes at once (release build) against a fake IMDS throttling at 20 requests/s.
+## N arc-enroll processes at once (release build) against a fake IMDS throttling at 20 requests/s,
+## then the ARM scenario (issue 17): FLEET_ARM_N VMs, each its own identity, against one fake ARM
+## with ARM's token buckets (at most FLEET_ARM_MAX_RUNNING at once; FLEET_ARM_SCALE scales the
+## buckets; --baseline also runs each N with the buckets off for the machine-bound wall time).
+## Each VM needs a few file descriptors in the driver (its fake IMDS, ARM connections), so the
+## soft limit is raised to the hard one first.
+FLEET_ARM_N ?= 200,1000,2000
+FLEET_ARM_MAX_RUNNING ?= 200
+FLEET_ARM_SCALE ?= 1,0.1
+FLEET_ARM_PATH ?= token
 fleet: build
 	$(CARGO) build --locked -p arc-enroll-fakes
 	$(FAKES_BIN)/fleet --arc-enroll $(RELEASE_BIN) --n $(FLEET_N) --out target/fleet.md
+	$(MAKE) --no-print-directory fleet-arm
+
+## The ARM scenario alone.
+fleet-arm: build
+	$(CARGO) build --locked -p arc-enroll-fakes
+	ulimit -n $$(ulimit -Hn) && ulimit -n && $(FAKES_BIN)/fleet --scenario arm --arc-enroll $(RELEASE_BIN) \
+	  --n $(FLEET_ARM_N) --max-running $(FLEET_ARM_MAX_RUNNING) --arm-scale $(FLEET_ARM_SCALE) \
+	  --path $(FLEET_ARM_PATH) --baseline --out target/fleet-arm.md
 
 ## BENCHMARKS.md: size, RSS and time against bare curl, 410 recovery, and the Azure CLI path.
 ## Not part of `make test`; the Azure CLI venv is cached in /var/cache/arc-enroll-bench.

@@ -187,6 +187,34 @@ pub struct Opts {
         help_heading = "Identity"
     )]
     pub object_id: Option<String>,
+    /// Where the token comes from: imds, or gcp, aws, file, github through workload identity
+    /// federation to the user-assigned identity --client-id [default: imds]
+    #[arg(
+        long,
+        global = true,
+        env = "ARC_ENROLL_TOKEN_SOURCE",
+        value_name = "SOURCE",
+        help_heading = "Identity"
+    )]
+    pub token_source: Option<String>,
+    /// The JWT file for --token-source file, re-read before every exchange [env also AZURE_FEDERATED_TOKEN_FILE]
+    #[arg(
+        long,
+        global = true,
+        env = "ARC_ENROLL_FEDERATED_TOKEN_FILE",
+        value_name = "FILE",
+        help_heading = "Identity"
+    )]
+    pub federated_token_file: Option<String>,
+    /// Entra authority for federated sources, https only [env also AZURE_AUTHORITY_HOST; default per --cloud]
+    #[arg(
+        long,
+        global = true,
+        env = "ARC_ENROLL_AUTHORITY_HOST",
+        value_name = "URL",
+        help_heading = "Identity"
+    )]
+    pub authority_host: Option<String>,
 
     /// Proxy for Azure endpoints, http://[user:pass@]host:port [default: https_proxy, /etc/environment]
     #[arg(
@@ -253,6 +281,33 @@ pub struct Opts {
         help_heading = "Endpoints and files"
     )]
     pub imds_endpoint: Option<String>,
+    /// GCP metadata server for --token-source gcp, never proxied [default: http://metadata.google.internal]
+    #[arg(
+        long,
+        global = true,
+        env = "ARC_ENROLL_GCP_METADATA_ENDPOINT",
+        value_name = "URL",
+        help_heading = "Endpoints and files"
+    )]
+    pub gcp_metadata_endpoint: Option<String>,
+    /// AWS IMDS for --token-source aws, never proxied [default: http://169.254.169.254]
+    #[arg(
+        long,
+        global = true,
+        env = "ARC_ENROLL_AWS_IMDS_ENDPOINT",
+        value_name = "URL",
+        help_heading = "Endpoints and files"
+    )]
+    pub aws_imds_endpoint: Option<String>,
+    /// AWS STS for --token-source aws, https only [default: https://sts.REGION.amazonaws.com]
+    #[arg(
+        long,
+        global = true,
+        env = "ARC_ENROLL_AWS_STS_ENDPOINT",
+        value_name = "URL",
+        help_heading = "Endpoints and files"
+    )]
+    pub aws_sts_endpoint: Option<String>,
     /// ARM base URL [default: from --cloud]
     #[arg(
         long,

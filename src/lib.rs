@@ -4,8 +4,10 @@
 //! - `commands`: one file per command (check, lifecycle, token, proxy, userdata) and dispatch
 //! - `enroll`: the `connect` sequence as named steps; `EnrollPath`s (today `token_path`)
 //! - `agent`: azcmagent's argv, runner, exit codes, `show`, local settings, install
-//! - `identity`: `TokenSource`s (today `imds`) and the token's claims
-//! - `azure`: curl's proxy rules, the ureq agents (IMDS direct, ARM through the proxy), ARM reads
+//! - `identity`: `TokenSource`s (`imds`, and `gcp`/`aws`/`file`/`github` through workload identity
+//!   federation) and the token's claims
+//! - `azure`: curl's proxy rules, the ureq agents (IMDS direct, ARM through the proxy), ARM reads,
+//!   pacing by ARM's reported request budget
 //! - `state`: state file, fingerprint and clone verdict, lock
 //! - `config`: resolved settings, precedence, validation; `cli`: clap definitions only
 //! - `error`: the one error type and its exit codes; `output`: the final result line;

@@ -297,15 +297,43 @@ fn connect_without_permissions_at_the_deadline_exits_4_naming_roles_and_scope() 
 }
 
 #[test]
-fn connect_with_unregistered_providers_exits_4_with_register_advice() {
+fn connect_with_roles_and_providers_missing_waits_naming_both_then_exits_4() {
     let w = world("connect-providers", |c| {
+        c.permissions_never = true;
         c.unregistered = vec!["Microsoft.HybridConnectivity".into()]
     });
     let r = w.run(&["connect"], &[("ARC_ENROLL_TIMEOUT", "2m")]);
     r.expect_code(4);
     r.log_has("resource provider Microsoft.HybridConnectivity is NotRegistered");
-    r.out_has("az provider register --namespace Microsoft.HybridConnectivity");
+    r.log_has("the identity lacks Microsoft.HybridCompute/machines/read");
     assert!(w.sb.agent_calls_of("connect").is_empty());
+}
+
+/// With the roles in place the providers are not read (issue 17: a fleet shares ARM's budget);
+/// the agent's own write names the unregistered namespace, retried until the deadline, exit 4.
+#[test]
+fn connect_with_an_unregistered_provider_learns_it_from_the_agent_and_exits_4_with_register_advice()
+{
+    let w = world("connect-providers-agent", |_| {});
+    let store = arc_enroll_fakes::store::Store::new(&w.sb.azure_dir);
+    store
+        .set_authz(&arc_enroll_fakes::store::Authz {
+            unregistered_providers: vec!["Microsoft.HybridCompute".into()],
+            ..Default::default()
+        })
+        .unwrap();
+    let r = w.run(&["connect"], &[("ARC_ENROLL_TIMEOUT", "2m")]);
+    r.expect_code(4);
+    r.log_has("isn't registered to use namespace 'Microsoft.HybridCompute'");
+    r.out_has("az provider register --namespace Microsoft.HybridCompute");
+    assert!(!w.sb.agent_calls_of("connect").is_empty());
+    assert!(
+        w.arm
+            .requests()
+            .iter()
+            .all(|q| !q.path.ends_with("/providers/Microsoft.HybridCompute")),
+        "no provider read on the happy path"
+    );
 }
 
 #[test]

@@ -205,7 +205,7 @@ proptest! {
         template in hostile(), host in proptest::option::of(hostile()),
         uuid in proptest::option::of(hostile()), mid in proptest::option::of(hostile()),
     ) {
-        let facts = MachineFacts { hostname: host, product_uuid: uuid, machine_id: mid };
+        let facts = MachineFacts { hostname: host, product_uuid: uuid, machine_id: mid, instance_id: None };
         let t = Sourced::new(format!("{template}{{hostname}}"), "property test");
         match render_resource_name(&t, &facts) {
             Ok(name) => {

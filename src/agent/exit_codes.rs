@@ -34,6 +34,13 @@ pub fn classify(code: Option<i32>, output: &str) -> AgentClass {
                 || out.contains("missingsubscriptionregistration")
             {
                 AgentClass::Providers
+            } else if out.contains("status code=429")
+                || out.contains("toomanyrequests")
+                || out.contains("subscriptionrequeststhrottled")
+            {
+                // ARM throttled the agent's own write (FACTS §12; the agent's wording follows its
+                // 403 form `... Status Code=403`, UNCONFIRMED for 429): not a role problem.
+                AgentClass::Retry
             } else if out.contains("reservedresourcename")
                 || out.contains("invalidresourcename")
                 || out.contains("httpstatuscode:400")
@@ -107,6 +114,16 @@ mod tests {
                 Some(42),
                 "Code: ReservedResourceName httpStatusCode:400",
                 AgentClass::Permanent,
+            ),
+            (
+                Some(42),
+                "Failed to AzcmagentConnect ARM resource: {\"error\":{\"code\":\"SubscriptionRequestsThrottled\",\"message\":\"Number of 'write' requests for subscription 's' actor 'o' exceeded.\"}} Status Code=429",
+                AgentClass::Retry,
+            ),
+            (
+                Some(42),
+                "Code=\"TooManyRequests\" Status Code=429",
+                AgentClass::Retry,
             ),
             (Some(44), "", AgentClass::NameConflict),
             (Some(67), "", AgentClass::AlreadyConnected),

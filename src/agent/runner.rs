@@ -66,6 +66,13 @@ pub fn is_executable(p: &Path) -> bool {
         .unwrap_or(false)
 }
 
+/// Variables of our environment the agent must not inherit: GitHub Actions' ID-token request
+/// token (`--token-source github`) can mint tokens for the job, and the agent has no use for it.
+pub const AGENT_ENV_REMOVED: &[&str] = &[
+    "ACTIONS_ID_TOKEN_REQUEST_TOKEN",
+    "ACTIONS_ID_TOKEN_REQUEST_URL",
+];
+
 /// The agent and the environment it runs with.
 pub struct Agent {
     pub path: PathBuf,
@@ -401,6 +408,9 @@ impl Agent {
             });
         }
         let mut cmd = Command::new(&self.path);
+        for name in AGENT_ENV_REMOVED {
+            cmd.env_remove(name);
+        }
         cmd.args(args)
             .envs(self.env.iter().map(|(k, v)| (k, v)))
             .stdin(Stdio::null())

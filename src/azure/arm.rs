@@ -2,7 +2,9 @@
 //! permissions on the resource group, and whether a machine resource of the target name exists.
 //! A thin client over `crate::azure::http::Http` (proxy per curl rules, system CA store) with the bearer
 //! token; 429/5xx are retried like IMDS (FACTS §5.4: backoff with jitter, `Retry-After` a floor),
-//! but only a few times: these reads are advice, the agent's own answer is what counts.
+//! but only a few times: these reads are advice, the agent's own answer is what counts. Every
+//! request is counted and paced by the budget ARM reports (`pacing`, FACTS §12): when the
+//! subscription's remaining read budget is low the next read waits a little first.
 //! 401/403 mean "this token cannot read that", which callers report and then fall back from.
 //! The token is never logged: it only goes into the `Authorization` header.
 
@@ -11,6 +13,7 @@ use std::time::Duration;
 use serde::Deserialize;
 
 use crate::azure::http::{Failure, Http};
+use crate::azure::pacing::{self, Op};
 use crate::error::Error;
 use crate::retry::{retry, Attempt, Backoff, Deadline, BACKOFF_BASE, BACKOFF_CAP};
 use crate::secret::AccessToken;
@@ -195,7 +198,19 @@ impl<'a> Arm<'a> {
                 let timeout = deadline
                     .clock
                     .io_timeout(deadline.bounded(ARM_REQUEST_TIMEOUT));
-                match self.http.request("GET", &url, &headers, None, timeout) {
+                if let Err(e) =
+                    pacing::before_request(Op::Read, &format!("ARM GET {what}"), deadline)
+                {
+                    return Attempt::Fail(e);
+                }
+                let answer = self.http.request("GET", &url, &headers, None, timeout);
+                match &answer {
+                    Ok(r) => {
+                        pacing::after_request(Op::Read, Some(r.status), &r.ratelimit, deadline)
+                    }
+                    Err(_) => pacing::after_request(Op::Read, None, &[], deadline),
+                }
+                match answer {
                     Ok(r) => match classify(r.status) {
                         Class::Answer => Attempt::Done(Read::Ok((r.status, r.body))),
                         Class::Denied => Attempt::Done(Read::Denied(format!(

@@ -28,11 +28,13 @@ const CA_BUNDLES: &[&str] = &[
 ];
 const CA_DIRS: &[&str] = &["/etc/ssl/certs"];
 
-/// A response: status, `Retry-After` (parsed), and the body as text.
+/// A response: status, `Retry-After` (parsed), ARM's `x-ms-ratelimit-remaining-*` headers
+/// (lower-case names), and the body as text.
 #[derive(Debug, Clone)]
 pub struct Reply {
     pub status: u16,
     pub retry_after: Option<Duration>,
+    pub ratelimit: Vec<(String, String)>,
     pub body: String,
 }
 
@@ -107,16 +109,7 @@ impl Http {
     /// GET from IMDS: direct, whatever the environment says (FACTS §5.1: IMDS behind a proxy is
     /// unsupported), no redirects, `Metadata: true`.
     pub fn imds_get(&self, url: &str, timeout: Duration) -> Result<Reply, Failure> {
-        let agent = self.imds.get_or_init(|| {
-            Agent::new_with_config(
-                Agent::config_builder()
-                    .proxy(None)
-                    .http_status_as_error(false)
-                    .max_redirects(0)
-                    .user_agent(USER_AGENT)
-                    .build(),
-            )
-        });
+        let agent = self.imds.get_or_init(imds_agent);
         let req = agent
             .get(url)
             .header("Metadata", "true")
@@ -124,6 +117,38 @@ impl Http {
             .timeout_global(Some(timeout))
             .build();
         interruptible(move || finish(req.call()))
+    }
+
+    /// A request to another cloud's instance metadata service (GCP metadata server, AWS IMDSv2):
+    /// direct like IMDS, whatever the environment says (CONTRACT §6: metadata endpoints are never
+    /// proxied), no redirects, only the headers given (no `Metadata: true`).
+    pub fn metadata_request(
+        &self,
+        method: &str,
+        url: &str,
+        headers: &[(&str, &str)],
+        timeout: Duration,
+    ) -> Result<Reply, Failure> {
+        let agent = self.imds.get_or_init(imds_agent);
+        match method {
+            "GET" => {
+                let mut req = agent.get(url);
+                for (k, v) in headers {
+                    req = req.header(*k, *v);
+                }
+                let req = req.config().timeout_global(Some(timeout)).build();
+                interruptible(move || finish(req.call()))
+            }
+            "PUT" => {
+                let mut req = agent.put(url);
+                for (k, v) in headers {
+                    req = req.header(*k, *v);
+                }
+                let req = req.config().timeout_global(Some(timeout)).build();
+                interruptible(move || finish(req.send_empty()))
+            }
+            _ => Err(Failure::Other(format!("unsupported method {method}"))),
+        }
     }
 
     /// A request to anything but IMDS, through the proxy `route` picks for this URL.
@@ -293,6 +318,18 @@ fn interruptible<T: Send + 'static>(
     }
 }
 
+/// The metadata agent (IMDS, GCP, AWS): no proxy, no redirects.
+fn imds_agent() -> Agent {
+    Agent::new_with_config(
+        Agent::config_builder()
+            .proxy(None)
+            .http_status_as_error(false)
+            .max_redirects(0)
+            .user_agent(USER_AGENT)
+            .build(),
+    )
+}
+
 /// For an https URL (`https`): https only, so a redirect to http:// is refused, not followed. For a
 /// plain-http URL: no redirects at all, so it never turns into a TLS connection without our config.
 fn build_agent(proxy: Option<ureq::Proxy>, tls: Option<TlsConfig>, https: bool) -> Agent {
@@ -319,6 +356,12 @@ fn finish(result: Result<ureq::http::Response<ureq::Body>, ureq::Error>) -> Resu
         .get("retry-after")
         .and_then(|v| v.to_str().ok())
         .and_then(crate::retry::parse_retry_after);
+    let ratelimit = resp
+        .headers()
+        .iter()
+        .filter(|(k, _)| k.as_str().starts_with("x-ms-ratelimit-remaining-"))
+        .filter_map(|(k, v)| Some((k.as_str().to_string(), v.to_str().ok()?.to_string())))
+        .collect();
     let body = resp
         .body_mut()
         .with_config()
@@ -328,6 +371,7 @@ fn finish(result: Result<ureq::http::Response<ureq::Body>, ureq::Error>) -> Resu
     Ok(Reply {
         status,
         retry_after,
+        ratelimit,
         body,
     })
 }

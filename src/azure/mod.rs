@@ -1,8 +1,9 @@
-//! Reaching Azure: curl's proxy rules (`proxy`) and proxy URLs (`proxy_url`), the HTTP agents (`http`), ARM reads (`arm`),
-//! and what a TLS server presents (`tls_probe`, for advice only).
+//! Reaching Azure: curl's proxy rules (`proxy`) and proxy URLs (`proxy_url`), the HTTP agents (`http`), ARM reads (`arm`), pacing by ARM's
+//! reported request budget (`pacing`), and what a TLS server presents (`tls_probe`, for advice only).
 
 pub mod arm;
 pub mod http;
+pub mod pacing;
 pub mod proxy;
 pub mod proxy_url;
 pub mod tls_probe;

@@ -90,21 +90,65 @@ pub fn run(settings: &Settings, deadline: &Deadline) -> Result<u8, Error> {
         crate::output::VERSION
     );
     settings.log_sources();
+    crate::config::require_github_job(settings.token_source.value, &settings.federation)?;
     let http = Http::new(settings.proxy.clone());
     let mut findings = vec![finding(
         "settings",
         Status::Ok,
         "all settings resolved and valid (each value's source is in the log)",
     )];
-    findings.push(imds_reachable(&http, settings, deadline));
-
     let token_deadline = sub_deadline(deadline, CHECK_TOKEN_TIMEOUT);
-    let token = match crate::identity::source(settings).fresh_token(&http, &token_deadline) {
+    let federated = crate::identity::federated(settings);
+    let fetched = match &federated {
+        Some(f) => {
+            findings.push(finding(
+                "imds",
+                Status::Skipped,
+                format!(
+                    "not used: --token-source {}",
+                    settings.token_source.value.name()
+                ),
+            ));
+            let (assertion, result) = f.probe(&http, &token_deadline);
+            findings.push(match &assertion {
+                Some(a) => finding(
+                    "assertion",
+                    Status::Ok,
+                    format!(
+                        "from {}: {}",
+                        f.source.describe(),
+                        a.describe(deadline.clock.unix_now())
+                    ),
+                ),
+                None => problem(
+                    "assertion",
+                    format!("no external token from {}", f.source.describe()),
+                    "see the token line below",
+                ),
+            });
+            result
+        }
+        None => {
+            findings.push(imds_reachable(&http, settings, deadline));
+            crate::identity::source(settings).fresh_token(&http, &token_deadline)
+        }
+    };
+    let token = match fetched {
         Ok((t, c)) => {
             findings.push(finding("token", Status::Ok, describe_claims(&c, deadline)));
             Some((t, c))
         }
         Err(e @ Error::Interrupted { .. }) => return Err(e),
+        Err(e) if federated.is_some() => {
+            // The error's own advice names the federated credential to create, when that is it.
+            findings.push(problem(
+                "token",
+                e.to_string(),
+                "the exchange needs a federated credential on the identity matching the assertion's \
+                 issuer, subject and audience (docs/federation.md)",
+            ));
+            None
+        }
         Err(e) => {
             findings.push(problem(
                 "token",
@@ -261,6 +305,9 @@ pub fn endpoints(settings: &Settings, agent_missing: bool) -> Vec<String> {
                 .map(|s| s.to_string())
                 .collect();
             l.push(settings.arm_endpoint.value.clone());
+            if settings.token_source.value.is_federated() {
+                l.push(format!("{}/", settings.federation.authority_host.value));
+            }
             if agent_missing && settings.install_agent.value {
                 l.push(settings.agent_installer_url.value.clone());
             }

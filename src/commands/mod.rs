@@ -59,7 +59,13 @@ fn connect(settings: &Settings, deadline: &Deadline) -> Result<u8, Error> {
         crate::output::VERSION,
         human(deadline.timeout)
     );
-    let done = crate::enroll::connect(settings, deadline)?;
+    let done = crate::enroll::connect(settings, deadline);
+    let (arm_requests, arm_throttled, arm_paced) = crate::azure::pacing::totals();
+    log::info!(
+        "ARM requests this run: {arm_requests} ({arm_throttled} answered 429; {} waited for ARM's request budget)",
+        human(arm_paced)
+    );
+    let done = done?;
     let s = &done.state;
     log::info!(
         "done in {}: {}",
@@ -77,6 +83,8 @@ fn connect(settings: &Settings, deadline: &Deadline) -> Result<u8, Error> {
             "tenant_id": s.tenant_id,
             "location": s.location,
             "seconds": deadline.clock.elapsed().as_secs_f64(),
+            "arm_requests": arm_requests,
+            "arm_throttled": arm_throttled,
         }),
     );
     Ok(0)

@@ -12,7 +12,19 @@ use crate::timefmt::human;
 /// `token`: fetch a token, print its non-secret claims and the settings derived from it.
 pub fn run(settings: &Settings, deadline: &Deadline) -> Result<u8, Error> {
     settings.log_sources();
-    let (token, claims, http) = crate::enroll::token_and_claims(settings, deadline)?;
+    config::require_github_job(settings.token_source.value, &settings.federation)?;
+    let (token, claims, http, assertion) = match crate::identity::federated(settings) {
+        Some(f) => {
+            let http = crate::azure::http::Http::new(settings.proxy.clone());
+            let (assertion, result) = f.probe(&http, deadline);
+            let (t, c) = result?;
+            (t, c, http, assertion)
+        }
+        None => {
+            let (t, c, http) = crate::enroll::token_and_claims(settings, deadline)?;
+            (t, c, http, None)
+        }
+    };
     drop(token);
     let (facts, _) = crate::state::machine_facts(&settings.sysroot.value);
     let derived = crate::enroll::derive(settings, &claims, || {
@@ -25,7 +37,11 @@ pub fn run(settings: &Settings, deadline: &Deadline) -> Result<u8, Error> {
         Some(s) => json!({"value": s.value, "source": s.source}),
         None => json!({"value": null, "source": "not set and not derivable: must be configured"}),
     };
+    let assertion_json = assertion.as_ref().map(|a| {
+        json!({"iss": a.iss, "sub": a.sub, "aud": a.aud, "exp": a.exp.map(|e| e as u64), "source": settings.token_source.value.name()})
+    });
     let obj = json!({
+        "assertion": assertion_json,
         "claims": claims_json(&claims),
         "expires_in_seconds": expires_in,
         "identity_kind": format!("{:?}", crate::identity::token::identity_kind(&claims)),
@@ -44,7 +60,26 @@ pub fn run(settings: &Settings, deadline: &Deadline) -> Result<u8, Error> {
         print_result("", obj);
         return Ok(0);
     }
-    let mut text = String::from("token claims (the token itself is never printed):\n");
+    let mut text = String::new();
+    if let Some(a) = &assertion {
+        text.push_str(&format!(
+            "assertion from --token-source {} (exchanged at {}; never printed):\n",
+            settings.token_source.value.name(),
+            settings.federation.authority_host.value
+        ));
+        for (k, v) in [("iss", a.issuer()), ("sub", a.subject())] {
+            text.push_str(&format!("  {k:<10} {v}\n"));
+        }
+        text.push_str(&format!("  {:<10} {}\n", "aud", a.aud.join(",")));
+        if let Some(e) = a.exp {
+            text.push_str(&format!(
+                "  {:<10} {}\n",
+                "exp",
+                crate::timefmt::rfc3339(e as u64)
+            ));
+        }
+    }
+    text.push_str("token claims (the token itself is never printed):\n");
     for (k, v) in claim_rows(&claims) {
         text.push_str(&format!("  {k:<10} {}\n", crate::text::escape_remote(&v)));
     }

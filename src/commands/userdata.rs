@@ -226,10 +226,72 @@ pub fn config_json(s: &Settings) -> (Value, Vec<String>) {
             json!(s.allow_insecure_installer.value),
         );
     }
+    federation_json(s, &mut m, &mut notes);
     if let Some(a) = &s.agent {
         m.insert("agent".into(), a.value.clone());
     }
     (Value::Object(m), notes)
+}
+
+/// Workload identity federation: the source and what it needs, as given for the VM (the Azure
+/// SDK variables of the machine running `user-data` describe that machine and are left out).
+fn federation_json(s: &Settings, m: &mut Map<String, Value>, notes: &mut Vec<String>) {
+    let kind = s.token_source.value;
+    if !kind.is_federated() {
+        return;
+    }
+    let for_vm = |src: &str| {
+        src.starts_with("flag ")
+            || src.starts_with("environment ARC_ENROLL_")
+            || src.starts_with("config file ")
+    };
+    m.insert("token_source".into(), json!(kind.name()));
+    let f = &s.federation;
+    if for_vm(&f.authority_host.source) {
+        m.insert("authority_host".into(), json!(f.authority_host.value));
+    }
+    if let Some(t) = f.token_file.as_ref().filter(|t| for_vm(&t.source)) {
+        m.insert(
+            "federated_token_file".into(),
+            json!(t.value.display().to_string()),
+        );
+    }
+    for (key, v) in [
+        ("gcp_metadata_endpoint", Some(&f.gcp_metadata_endpoint)),
+        ("aws_imds_endpoint", Some(&f.aws_imds_endpoint)),
+        ("aws_sts_endpoint", f.aws_sts_endpoint.as_ref()),
+    ] {
+        if let Some(v) = v.filter(|v| given(&v.source)) {
+            m.insert(key.into(), json!(v.value));
+        }
+    }
+    for (key, v) in [
+        ("tenant_id", &s.tenant_id),
+        ("subscription_id", &s.subscription_id),
+        ("resource_group", &s.resource_group),
+        ("location", &s.location),
+    ] {
+        if let Some(v) = v {
+            if !m.contains_key(key) {
+                m.insert(key.into(), json!(v.value));
+            }
+        } else if key != "tenant_id" {
+            notes.push(format!(
+                "--token-source {} cannot derive {key} on the VM: pass --{} so the user-data carries it",
+                kind.name(),
+                key.replace('_', "-")
+            ));
+        }
+    }
+    if let Identity::ClientId(c) = &s.identity.value {
+        m.insert("identity".into(), json!({ "client_id": c }));
+    }
+    notes.push(match kind {
+        crate::config::TokenSourceKind::Gcp => "the instance needs a service account; its numeric unique id is the federated credential's subject (docs/federation.md)".to_string(),
+        crate::config::TokenSourceKind::Aws => "the instance needs an instance profile allowed sts:GetWebIdentityToken, and the account needs outbound identity federation enabled (docs/federation.md)".to_string(),
+        crate::config::TokenSourceKind::File => "the VM needs the token file in place before arc-enroll runs (docs/federation.md)".to_string(),
+        _ => "GitHub Actions jobs do not run cloud-init: run arc-enroll in the job itself (docs/federation.md)".to_string(),
+    });
 }
 
 /// Single-quote for sh: 'it'\''s'.

@@ -9,11 +9,13 @@
 //! Here: the `Settings` and their types; `resolve` (precedence), `file` (the config file),
 //! `validate` (single values), `template` (the resource-name template).
 
+mod federation;
 mod file;
 mod resolve;
 mod template;
 mod validate;
 
+pub use federation::{require_github_job, Federation, GithubRequest, RequestToken};
 pub use resolve::{process_env, resolve, Env};
 pub use template::{read_hostname, render_resource_name, MachineFacts};
 pub use validate::{
@@ -103,6 +105,34 @@ impl Cloud {
             Cloud::AzureCloud | Cloud::AzureLocal => "https://management.azure.com/",
             Cloud::AzureUSGovernment => "https://management.usgovcloudapi.net/",
             Cloud::AzureChinaCloud => "https://management.chinacloudapi.cn/",
+        }
+    }
+
+    /// The Entra authority (FACTS §11).
+    pub fn authority_host(self) -> &'static str {
+        match self {
+            Cloud::AzureCloud | Cloud::AzureLocal => "https://login.microsoftonline.com",
+            Cloud::AzureUSGovernment => "https://login.microsoftonline.us",
+            Cloud::AzureChinaCloud => "https://login.partner.microsoftonline.cn",
+        }
+    }
+
+    /// The audience an external token must carry for the exchange, and the federated
+    /// credential's audience (FACTS §11; the sovereign ones are UNCONFIRMED for external issuers).
+    pub fn fic_audience(self) -> &'static str {
+        match self {
+            Cloud::AzureCloud | Cloud::AzureLocal => "api://AzureADTokenExchange",
+            Cloud::AzureUSGovernment => "api://AzureADTokenExchangeUSGov",
+            Cloud::AzureChinaCloud => "api://AzureADTokenExchangeChina",
+        }
+    }
+
+    /// The client-credentials scope for ARM (FACTS §11).
+    pub fn arm_scope(self) -> &'static str {
+        match self {
+            Cloud::AzureCloud | Cloud::AzureLocal => "https://management.azure.com/.default",
+            Cloud::AzureUSGovernment => "https://management.usgovcloudapi.net/.default",
+            Cloud::AzureChinaCloud => "https://management.chinacloudapi.cn/.default",
         }
     }
 
@@ -208,11 +238,48 @@ impl ClonePolicy {
     }
 }
 
-/// Where the token comes from (`identity::source`). Only IMDS today; the federated sources of
-/// issue 15 add a variant here and one arm in `identity::source`.
+/// Where the token comes from (`identity::source`): IMDS, or an external OIDC token exchanged
+/// at Entra for a user-assigned identity's token (workload identity federation, FACTS §11).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum TokenSourceKind {
     Imds,
+    Gcp,
+    Aws,
+    File,
+    Github,
+}
+
+impl TokenSourceKind {
+    pub fn parse(s: &str) -> Option<TokenSourceKind> {
+        match s.trim().to_ascii_lowercase().as_str() {
+            "imds" => Some(TokenSourceKind::Imds),
+            "gcp" => Some(TokenSourceKind::Gcp),
+            "aws" => Some(TokenSourceKind::Aws),
+            "file" => Some(TokenSourceKind::File),
+            "github" => Some(TokenSourceKind::Github),
+            _ => None,
+        }
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            TokenSourceKind::Imds => "imds",
+            TokenSourceKind::Gcp => "gcp",
+            TokenSourceKind::Aws => "aws",
+            TokenSourceKind::File => "file",
+            TokenSourceKind::Github => "github",
+        }
+    }
+
+    /// Every source but IMDS goes through workload identity federation.
+    pub fn is_federated(self) -> bool {
+        self != TokenSourceKind::Imds
+    }
+
+    /// Whether the source knows a cloud instance id (`{instance_id}` in the resource name).
+    pub fn has_instance_id(self) -> bool {
+        matches!(self, TokenSourceKind::Gcp | TokenSourceKind::Aws)
+    }
 }
 
 /// How the machine is enrolled (`enroll::path`). Only "the agent connects with the
@@ -264,6 +331,8 @@ pub struct Settings {
     pub timeout: Sourced<Duration>,
     pub token_on_command_line: Sourced<bool>,
     pub token_source: Sourced<TokenSourceKind>,
+    /// Workload identity federation: the authority, the external token's origin, test endpoints.
+    pub federation: Federation,
     pub enroll_path: Sourced<EnrollPathKind>,
     pub config_file: Option<PathBuf>,
     pub imds_endpoint: Sourced<String>,
@@ -283,6 +352,37 @@ pub struct Settings {
 }
 
 impl Settings {
+    /// Outside Azure nothing can be derived: a federated `connect` needs subscription, resource
+    /// group and location set (exit 2 before any network call).
+    pub fn require_federated_target(&self) -> Result<(), crate::error::Error> {
+        let kind = self.token_source.value;
+        if !kind.is_federated() {
+            return Ok(());
+        }
+        federation::require_github_job(kind, &self.federation)?;
+        for (name, v) in [
+            ("subscription_id", &self.subscription_id),
+            ("resource_group", &self.resource_group),
+            ("location", &self.location),
+        ] {
+            if v.is_none() {
+                return Err(crate::error::Error::invalid(
+                    name,
+                    "",
+                    "nowhere",
+                    format!(
+                        "--token-source {} runs outside Azure, where it cannot be derived (the token names \
+                         the identity, not this machine, and there is no IMDS): set --{} or ARC_ENROLL_{}",
+                        kind.name(),
+                        name.replace('_', "-"),
+                        name.to_ascii_uppercase()
+                    ),
+                ));
+            }
+        }
+        Ok(())
+    }
+
     /// One log line per setting that matters, with its source (`check`/`token`/`connect`).
     pub fn log_sources(&self) {
         let opt = |name: &str, v: &Option<Sourced<String>>| match v {
@@ -308,6 +408,10 @@ impl Settings {
             self.identity.value.describe(),
             self.identity.source
         );
+        if self.token_source.value.is_federated() {
+            self.federation
+                .log_sources(self.token_source.value, &self.token_source.source);
+        }
         match &self.proxy.https {
             Some((p, s)) => log::info!("setting proxy = {p} (from {s})"),
             None => log::info!("setting proxy: none (Azure endpoints are reached directly)"),

@@ -37,10 +37,10 @@ pub fn resolve(opts: &Opts, sources: &Sources, env: &Env) -> Result<Settings, Er
 }
 
 pub(super) struct Resolver<'a> {
-    opts: &'a Opts,
+    pub(super) opts: &'a Opts,
     sources: &'a Sources,
-    env: &'a Env,
-    file: FileConfig,
+    pub(super) env: &'a Env,
+    pub(super) file: FileConfig,
     file_path: Option<PathBuf>,
     sysroot: Sourced<PathBuf>,
 }
@@ -65,11 +65,11 @@ impl<'a> Resolver<'a> {
         })
     }
 
-    fn flag(&self, id: &str, v: &Option<String>) -> Cand {
+    pub(super) fn flag(&self, id: &str, v: &Option<String>) -> Cand {
         v.as_ref().map(|v| (v.clone(), self.sources.describe(id)))
     }
 
-    fn seed(&self, names: &[&str]) -> Cand {
+    pub(super) fn seed(&self, names: &[&str]) -> Cand {
         names.iter().find_map(|n| {
             self.env
                 .get(*n)
@@ -78,7 +78,7 @@ impl<'a> Resolver<'a> {
         })
     }
 
-    fn file(&self, key: &str, v: &Option<String>) -> Cand {
+    pub(super) fn file(&self, key: &str, v: &Option<String>) -> Cand {
         v.as_ref().map(|v| {
             (
                 v.clone(),
@@ -109,7 +109,7 @@ impl<'a> Resolver<'a> {
         })
     }
 
-    fn file_bool(&self, key: &str, v: Option<bool>) -> Cand {
+    pub(super) fn file_bool(&self, key: &str, v: Option<bool>) -> Cand {
         self.file(key, &v.map(|b| b.to_string()))
     }
 
@@ -132,9 +132,11 @@ impl<'a> Resolver<'a> {
         ])
         .map(|c| validated(c, "resource_group", validate_resource_group))
         .transpose()?;
+        let token_source = self.token_source()?;
         let tenant_id = first(vec![
             self.flag("tenant_id", &o.tenant_id),
             self.seed(&["TENANT_ID"]),
+            self.azure_sdk_env(token_source.value, "AZURE_TENANT_ID"),
             self.file("tenant_id", &f.tenant_id),
         ])
         .map(|c| validated(c, "tenant_id", validate_guid))
@@ -238,7 +240,7 @@ impl<'a> Resolver<'a> {
             f.token_on_command_line,
         )?;
 
-        let identity = self.identity()?;
+        let identity = self.identity_for(token_source.value)?;
         let proxy = self.proxy()?;
 
         let clone_policy = match first(vec![
@@ -360,6 +362,13 @@ impl<'a> Resolver<'a> {
             )
         });
 
+        let federation = self.federation(
+            token_source.value,
+            &cloud,
+            &tenant_id,
+            &identity,
+            &resource_name,
+        )?;
         Ok(Settings {
             subscription_id,
             resource_group,
@@ -380,7 +389,8 @@ impl<'a> Resolver<'a> {
             install_agent,
             timeout,
             token_on_command_line,
-            token_source: Sourced::new(TokenSourceKind::Imds, "default"),
+            federation,
+            token_source,
             enroll_path: Sourced::new(EnrollPathKind::AgentToken, "default"),
             config_file: self.file_path.clone(),
             imds_endpoint,
@@ -411,7 +421,7 @@ impl<'a> Resolver<'a> {
         }
     }
 
-    fn url_setting(
+    pub(super) fn url_setting(
         &self,
         id: &str,
         flag: &Option<String>,
@@ -437,7 +447,7 @@ impl<'a> Resolver<'a> {
         }
     }
 
-    fn identity(&self) -> Result<Sourced<Identity>, Error> {
+    pub(super) fn identity(&self) -> Result<Sourced<Identity>, Error> {
         let o = self.opts;
         let fi = self.file.identity.as_ref();
         let by_res = self
@@ -796,6 +806,7 @@ mod tests {
             hostname: Some("web01".into()),
             product_uuid: Some("4c4c4544-0051-3010-8052-b4c04f4e4b32".into()),
             machine_id: Some("0123456789abcdef0123456789abcdef".into()),
+            instance_id: None,
         };
         let t = |s: &str| Sourced::new(s.to_string(), "test");
         assert_eq!(

@@ -6,7 +6,13 @@ use crate::error::Error;
 
 use super::{Sourced, MAX_SMALL_FILE_BYTES};
 
-pub(super) const TEMPLATE_FIELDS: &[&str] = &["hostname", "vm_uuid", "vm_uuid8", "machine_id8"];
+pub(super) const TEMPLATE_FIELDS: &[&str] = &[
+    "hostname",
+    "vm_uuid",
+    "vm_uuid8",
+    "machine_id8",
+    "instance_id",
+];
 
 pub(super) fn validate_template(s: &str) -> Result<(), String> {
     let mut rest = s;
@@ -17,7 +23,7 @@ pub(super) fn validate_template(s: &str) -> Result<(), String> {
         let field = &rest[i + 1..i + j];
         if !TEMPLATE_FIELDS.contains(&field) {
             return Err(format!(
-                "has unknown field {{{field}}}; the fields are {{hostname}}, {{vm_uuid}}, {{vm_uuid8}} and {{machine_id8}}"
+                "has unknown field {{{field}}}; the fields are {{hostname}}, {{vm_uuid}}, {{vm_uuid8}}, {{machine_id8}} and {{instance_id}} (GCP and AWS token sources)"
             ));
         }
         rest = &rest[i + j + 1..];
@@ -37,6 +43,8 @@ pub struct MachineFacts {
     pub hostname: Option<String>,
     pub product_uuid: Option<String>,
     pub machine_id: Option<String>,
+    /// The cloud's instance id, where the token source knows one (AWS `i-...`, GCP numeric id).
+    pub instance_id: Option<String>,
 }
 
 /// Read the hostname under `sysroot`: `/etc/hostname`, else the kernel's (only when sysroot is /).
@@ -93,6 +101,13 @@ pub fn render_resource_name(
     if out.contains("{machine_id8}") {
         let m = need(&facts.machine_id, "/etc/machine-id")?;
         out = out.replace("{machine_id8}", &m.chars().take(8).collect::<String>());
+    }
+    if out.contains("{instance_id}") {
+        let i = need(
+            &facts.instance_id,
+            "a cloud instance id (--token-source aws or gcp)",
+        )?;
+        out = out.replace("{instance_id}", &i);
     }
     let ok = !out.is_empty()
         && out.len() <= 54

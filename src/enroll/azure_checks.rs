@@ -7,6 +7,7 @@ use std::time::Duration;
 use crate::agent::Target;
 use crate::azure::arm::{self, Arm, Read};
 use crate::azure::http::Http;
+use crate::azure::pacing::{self, Op};
 use crate::config::{MachineFacts, Settings};
 use crate::error::Error;
 use crate::identity::token::{AccessToken, Claims};
@@ -17,7 +18,7 @@ use crate::timefmt::human;
 /// Between polls for a role assignment or provider registration: both take minutes (FACTS §8).
 pub const AZURE_POLL_BASE: Duration = Duration::from_secs(5);
 pub const AZURE_POLL_CAP: Duration = Duration::from_secs(60);
-/// A poll (fresh token + three ARM reads) needs at least this long: one begun with less left
+/// A poll (fresh token + up to four ARM reads) needs at least this long: one begun with less left
 /// before the deadline could only time out and be mistaken for "cannot read, let the agent
 /// decide" after every earlier poll had found something missing.
 pub const AZURE_POLL_MIN_ATTEMPT: Duration = Duration::from_secs(15);
@@ -27,7 +28,8 @@ pub const AZURE_POLL_MIN_ATTEMPT: Duration = Duration::from_secs(15);
 struct Poll {
     /// The token fetched for the latest poll (role changes show in new tokens only).
     fresh: Option<(AccessToken, Claims)>,
-    /// The latest poll found roles missing (else it was providers).
+    /// The latest poll found roles missing (else it was providers, read only alongside missing
+    /// roles).
     missing_roles: bool,
     /// Notes already logged once.
     noted: Vec<&'static str>,
@@ -67,7 +69,7 @@ pub fn before_connect(
     let mut backoff =
         Backoff::new(AZURE_POLL_BASE, AZURE_POLL_CAP).with_min_attempt(AZURE_POLL_MIN_ATTEMPT);
     log::info!(
-        "checking in Azure before running the agent: providers, the identity's permissions on {}, and whether {} is taken",
+        "checking in Azure before running the agent: the identity's permissions on {} (and the resource providers if roles are missing), and whether {} is taken",
         checks.scope,
         target.resource_name
     );
@@ -80,7 +82,15 @@ pub fn before_connect(
         |poll, n| checks.poll_once(poll, n).unwrap_or_else(Attempt::Fail),
         |poll, last| checks.at_deadline(poll, last),
     )?;
-    if reachable {
+    if let (true, Some(b)) = (reachable, pacing::budget_low(Op::Read)) {
+        // Under pressure only what is needed (issue 17): the agent reports a taken name itself
+        // (AZCM0044, exit 6), so this read is the one left out.
+        log::info!(
+            "ARM's read budget is low ({} left); not checking whether {} is taken, the agent will report a conflict",
+            b.remaining,
+            target.resource_name
+        );
+    } else if reachable {
         let tok = poll.fresh.as_ref().map(|(t, _)| t).unwrap_or(token);
         checks.name_free(tok, facts)?;
     }
@@ -99,7 +109,8 @@ struct Checks<'a> {
 }
 
 impl Checks<'_> {
-    /// One poll: permissions, then providers. `Done(false)` when ARM cannot be read at all.
+    /// One poll: permissions, then (roles missing) providers. `Done(false)` when ARM cannot be
+    /// read at all.
     fn poll_once(&self, poll: &mut Poll, n: u32) -> Result<Attempt<bool>, Error> {
         let (sub, rg, scope, deadline) = (
             &self.target.subscription_id,
@@ -152,23 +163,21 @@ impl Checks<'_> {
                 return Ok(Attempt::Done(false));
             }
         }
-        for ns in arm::REQUIRED_PROVIDERS
-            .iter()
-            .chain(arm::RECOMMENDED_PROVIDERS.iter())
-        {
-            let required = arm::REQUIRED_PROVIDERS.contains(ns);
+        // Frugal (issue 17: a fleet shares the subscription's ARM budget): providers are read only
+        // when the roles are missing too, i.e. when this run is going to wait anyway and should
+        // name everything missing at once. On the happy path the agent's own write tells whether
+        // Microsoft.HybridCompute is registered (AZCM0042 names the namespace); `check` reads
+        // every provider.
+        let providers: &[&str] = if poll.missing_roles {
+            &arm::REQUIRED_PROVIDERS
+        } else {
+            &[]
+        };
+        for ns in providers {
             match arm.provider_state(sub, ns, deadline)? {
                 Read::Ok(s) if s.eq_ignore_ascii_case("Registered") => {}
-                Read::Ok(s) if required => {
-                    waiting.push(format!("resource provider {ns} is {s} in subscription {sub}"))
-                }
                 Read::Ok(s) => {
-                    if n == 1 {
-                        log::warn!(
-                            "resource provider {ns} is {s} in subscription {sub}; Arc itself works, \
-                             Arc-enabled SQL Server needs it: `az provider register --namespace {ns}`"
-                        )
-                    }
+                    waiting.push(format!("resource provider {ns} is {s} in subscription {sub}"))
                 }
                 Read::Denied(d) => note(
                     noted,

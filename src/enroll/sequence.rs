@@ -38,6 +38,7 @@ pub struct Enrolled {
 /// Run `connect`.
 pub fn connect(settings: &Settings, deadline: &Deadline) -> Result<Enrolled, Error> {
     settings.log_sources();
+    settings.require_federated_target()?;
     let http = connection(settings);
     let _lock = lock(settings, deadline)?;
     let mut run = resolve(settings, deadline, http)?;
@@ -291,6 +292,9 @@ fn resolve_and_check_target(
         return Ok(token);
     }
     let (settings, deadline) = (run.settings, run.deadline);
+    if settings.resource_name.value.contains("{instance_id}") && run.facts.instance_id.is_none() {
+        run.facts.instance_id = source.instance_id(&run.http, deadline);
+    }
     let t = resolve_target(settings, claims, &run.http, deadline, &run.facts)?;
     log::info!(
         "enrolling as {} in subscription {}, resource group {}, location {}, tenant {}",

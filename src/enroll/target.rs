@@ -138,6 +138,21 @@ pub fn derive(
     let mut rg = settings.resource_group.clone();
     let mut tenant = settings.tenant_id.clone();
     let mut location = settings.location.clone();
+    // A federated token's xms_mirid names the identity, not this machine, and there is no IMDS
+    // outside Azure: nothing is derived but the tenant (connect requires the rest, exit 2).
+    if settings.token_source.value.is_federated() {
+        if tenant.is_none() {
+            tenant = claims.tid.clone().map(|t| {
+                Sourced::new(t.to_ascii_lowercase(), "derived from the token's tid claim")
+            });
+        }
+        return Derived {
+            subscription_id: sub,
+            resource_group: rg,
+            tenant_id: tenant,
+            location,
+        };
+    }
     let vm_id = claims
         .xms_az_rid
         .as_deref()

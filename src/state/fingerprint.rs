@@ -50,6 +50,7 @@ pub fn machine_facts(sysroot: &Path) -> (MachineFacts, Fingerprint) {
         hostname: crate::config::read_hostname(sysroot),
         product_uuid: fp.product_uuid.clone(),
         machine_id: fp.machine_id.clone(),
+        instance_id: None,
     };
     (facts, fp)
 }

@@ -147,3 +147,27 @@ if fleet and os.path.exists(fleet):
     p("the issue specifies.")
 else:
     p("Not measured in this run: `make fleet` writes target/fleet.md, which `make bench` copies here.")
+
+p()
+fleet_arm = E.get("FLEET_ARM_MD")
+p("## ARM fleet (`make fleet-arm`, issue 17)")
+p()
+if fleet_arm and os.path.exists(fleet_arm):
+    p(open(fleet_arm).read().strip())
+    p()
+    p("(copied from the last `make fleet` / `make fleet-arm` run, target/fleet-arm.md; not rerun by `make bench`.)")
+    p()
+    p("Reading the ARM table: on the token path arc-enroll makes the reads (permissions, machine name) and the")
+    p("fake agent the write (its resource PUT). With ARM's documented buckets this 2-core machine cannot")
+    p("reach them: it runs ~35 enrollments/s, and 2 reads + 1 write per enrollment would need ~188/s to")
+    p("outrun the global read refill (375/s) and 150/s for the write refill; so the ×1 rows are machine-")
+    p("bound (ideal = the same run with the buckets off). The ×0.1 rows scale every bucket so that this")
+    p("fleet meets them as a fleet 10× larger or faster would meet ARM's (arc-enroll is told the scale,")
+    p("`ARC_ENROLL_ARM_LIMITS_SCALE`, so it paces by the same buckets); there the global buckets bind and")
+    p("the ideal is the bucket bound. The write 429s are the fake agent's (it retries a 429 after")
+    p("`Retry-After`, 5 times, then fails AZCM0042 and arc-enroll retries the agent; the real agent's")
+    p("429 policy is UNCONFIRMED); arc-enroll's own are the read 429s. When VMs arrive faster than a")
+    p("bucket refills, some first requests must be refused: no client can know the budget before its")
+    p("first answer.")
+else:
+    p("Not measured in this run: `make fleet-arm` writes target/fleet-arm.md, which `make bench` copies here.")

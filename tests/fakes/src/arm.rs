@@ -6,10 +6,13 @@
 //! permissions missing (for N polls, or for good), permissions unreadable (403), throttling (429
 //! with `Retry-After`), and an untrusted certificate (as a TLS-inspecting proxy whose CA the
 //! machine does not trust). `/installer.sh` serves a test installer script. Every request is
-//! recorded (the bearer token replaced by its claims' `oid`).
+//! recorded (the bearer token replaced by its claims' `oid`). With `rate_limits` set, ARM's token
+//! buckets (`ratelimit`, FACTS §12) meter every request at entry: 429 `Retry-After` when empty,
+//! `x-ms-ratelimit-remaining-subscription-*` headers on every answer.
 
 use crate::http::{serve, Handler, Reply, Request};
 use crate::jwt;
+use crate::ratelimit::{self, Limits, RateLimiter};
 use rcgen::{
     BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, KeyPair,
     KeyUsagePurpose,
@@ -88,6 +91,8 @@ pub struct ArmConfig {
     /// aka.ms does for the installer (any path, before every other route).
     pub redirects: Vec<(String, String)>,
     pub log_stderr: bool,
+    /// ARM's token buckets (`ratelimit`, FACTS §12): None (default) = no limits.
+    pub rate_limits: Option<Limits>,
 }
 
 impl Default for ArmConfig {
@@ -106,6 +111,7 @@ impl Default for ArmConfig {
             installer: None,
             redirects: Vec::new(),
             log_stderr: false,
+            rate_limits: None,
         }
     }
 }
@@ -133,6 +139,7 @@ struct State {
     permission_reads: u32,
     throttled: u32,
     requests: Vec<Recorded>,
+    limiter: Option<RateLimiter>,
 }
 
 pub struct FakeArm {
@@ -213,6 +220,7 @@ impl FakeArm {
             permission_reads: 0,
             throttled: 0,
             requests: Vec::new(),
+            limiter: None,
         }));
         let stop = Arc::new(AtomicBool::new(false));
         let started = Instant::now();
@@ -309,7 +317,22 @@ fn handle(state: &Mutex<State>, req: &Request, started: Instant) -> Reply {
         .as_ref()
         .and_then(|c| c.get("oid").and_then(|v| v.as_str()).map(String::from));
     let mut st = state.lock().unwrap();
-    let reply = route(&mut st, req, bearer.is_some(), claims.as_ref());
+    let now = started.elapsed().as_secs_f64();
+    let st = &mut *st;
+    let reply = match ratelimit::admit(
+        &mut st.limiter,
+        st.cfg.rate_limits.as_ref(),
+        &req.method,
+        &req.path,
+        oid.as_deref(),
+        now,
+    ) {
+        Ok(headers) => headers.iter().fold(
+            route(st, req, bearer.is_some(), claims.as_ref()),
+            |r, (k, v)| r.with_header(k, v),
+        ),
+        Err(v) => throttled(&v, req, oid.as_deref()),
+    };
     let status = match &reply {
         Reply::Send { status, .. } => *status,
         _ => 0,
@@ -326,6 +349,16 @@ fn handle(state: &Mutex<State>, req: &Request, started: Instant) -> Reply {
         at: started.elapsed(),
     });
     reply
+}
+
+/// 429 from the token buckets, with `Retry-After` and the remaining-budget headers.
+fn throttled(v: &ratelimit::Verdict, req: &Request, oid: Option<&str>) -> Reply {
+    let sub = req.path.trim_matches('/').split('/').nth(1).unwrap_or("");
+    let body = ratelimit::throttled_body(v, sub, oid.unwrap_or(""));
+    v.headers().iter().fold(
+        Reply::json(429, &body).with_header("Retry-After", &v.retry_after.unwrap_or(1).to_string()),
+        |r, (k, val)| r.with_header(k, val),
+    )
 }
 
 fn route(st: &mut State, req: &Request, has_bearer: bool, claims: Option<&Value>) -> Reply {

@@ -107,6 +107,7 @@ impl Server {
                 std::thread::spawn(move || {
                     let peer = stream.peer_addr().ok();
                     let _ = stream.set_read_timeout(Some(Duration::from_secs(30)));
+                    let _ = stream.set_nodelay(true);
                     let _ = serve(stream, peer, &h);
                 });
             }

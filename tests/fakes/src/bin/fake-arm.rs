@@ -1,6 +1,7 @@
 //! A standalone fake Azure Resource Manager over HTTPS for `make demo` and `make e2e` (see `--help`).
 
 use arc_enroll_fakes::arm::{ArmConfig, FakeArm};
+use arc_enroll_fakes::ratelimit::Limits;
 use std::path::PathBuf;
 
 const HELP: &str = "\
@@ -21,6 +22,10 @@ OPTIONS:
   --permissions-never            permissions are never granted
   --permissions-forbidden        the permissions API answers 403
   --throttle N[:SECS]            the first N /subscriptions requests get 429 Retry-After SECS (default 1)
+  --rate-limits                  ARM's token buckets (FACTS §12): per principal (oid) reads 250 @ 25/s,
+                                 writes/deletes 200 @ 10/s; global per subscription 15x; 429 Retry-After
+                                 when empty, x-ms-ratelimit-remaining-subscription-* on every answer
+  --rate-limits-scale F          the same with every bucket size and refill rate times F (implies --rate-limits)
   --untrusted                    serve a certificate from a CA that is not in ca.pem
   --installer FILE               serve FILE at /installer.sh
   --quiet                        no per-request lines on stderr
@@ -77,6 +82,16 @@ fn main() {
                 let (n, secs) = v.split_once(':').unwrap_or((&v, "1"));
                 cfg.throttle_first = num(&flag, n) as u32;
                 cfg.retry_after_secs = num(&flag, secs);
+            }
+            "--rate-limits" => cfg.rate_limits = Some(Limits::documented()),
+            "--rate-limits-scale" => {
+                let v = value();
+                let f: f64 = v
+                    .parse()
+                    .ok()
+                    .filter(|f: &f64| *f > 0.0 && f.is_finite())
+                    .unwrap_or_else(|| fail(&format!("{flag}: not a positive number: {v:?}")));
+                cfg.rate_limits = Some(Limits::scaled(f))
             }
             "--untrusted" => cfg.untrusted = true,
             "--installer" => {

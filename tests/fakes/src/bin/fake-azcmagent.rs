@@ -10,6 +10,9 @@
 //!   machine's VM UUID (lower-cased); `<sysroot>/etc/hostname` the default resource name when the
 //!   sysroot is not `/` (else the kernel hostname). Two sysroots sharing one `FAKE_AZURE_DIR` are
 //!   two machines in one subscription.
+//! - `FAKE_AZCMAGENT_ARM_ENDPOINT` (unset by default): a fake ARM whose write buckets `connect`'s
+//!   resource creation is charged to, with the caller's token (`make fleet`); its CA from
+//!   `FAKE_AZCMAGENT_ARM_CA` or `SSL_CERT_FILE`. See `arm_write`.
 //!
 //! Files under `<dir>`:
 //! - `calls.jsonl`: one JSON object per invocation, appended first thing:
@@ -65,6 +68,61 @@ extern "C" {
     fn kill(pid: i32, sig: i32) -> i32;
     fn getuid() -> u32;
     fn getppid() -> i32;
+}
+
+/// How often the fake agent retries its ARM write on 429 (the real agent's policy is UNCONFIRMED).
+const ARM_WRITE_ATTEMPTS: u32 = 5;
+
+/// With `FAKE_AZCMAGENT_ARM_ENDPOINT` set (e.g. by `make fleet`), the agent's resource creation
+/// is also charged to that fake ARM's write buckets, as the real agent's `PUT` is (FACTS §12): one
+/// `PUT` with the caller's token to `<machine id>/fakeAgentWrite` (a path no route serves, so it
+/// changes nothing there; the shared store stays the one record of the machine, as in every
+/// test). Only a 429 matters: it is retried after `Retry-After` (at most ARM_WRITE_ATTEMPTS
+/// times, then AZCM0042 naming the 429); any other answer means the write went through the
+/// buckets. CA: `FAKE_AZCMAGENT_ARM_CA`, else `SSL_CERT_FILE`. Unset (every test): no HTTP.
+fn arm_write(m: &Machine, token: &str) -> R<()> {
+    let Ok(base) = std::env::var("FAKE_AZCMAGENT_ARM_ENDPOINT") else {
+        return Ok(());
+    };
+    let ca = std::env::var("FAKE_AZCMAGENT_ARM_CA")
+        .or_else(|_| std::env::var("SSL_CERT_FILE"))
+        .unwrap_or_default();
+    let url = format!(
+        "{}{}/fakeAgentWrite?api-version=2024-07-10",
+        base.trim_end_matches('/'),
+        m.id
+    );
+    let body =
+        json!({"location": m.location, "properties": {"vmUuid": m.properties.vm_uuid}}).to_string();
+    let mut last = String::new();
+    for _ in 0..ARM_WRITE_ATTEMPTS {
+        let a = arc_enroll_fakes::arm_client::request(
+            "PUT",
+            &url,
+            Path::new(&ca),
+            token,
+            Some(&body),
+        )
+        .map_err(|e| {
+            fail(
+                26,
+                format!("Network error: failed to reach {base} ({e}). Check your network and proxy configuration"),
+            )
+        })?;
+        if a.status != 429 {
+            return Ok(());
+        }
+        last = a.body.clone();
+        let secs: u64 = a
+            .header("retry-after")
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap_or(1);
+        std::thread::sleep(Duration::from_secs(secs.min(60)));
+    }
+    Err(fail(
+        42,
+        format!("Failed to AzcmagentConnect ARM resource: {last} Status Code=429"),
+    ))
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -1146,6 +1204,7 @@ fn cmd_connect(ctx: &Ctx, mut p: Parsed, out: &Out) -> R<()> {
         "lastStatusChange".into(),
         store::rfc3339(jwt::now_unix()).into(),
     );
+    arm_write(&m, &token)?;
     let stored = match ctx.azure.put_machine(&m) {
         Ok(PutOutcome::Created(m)) => m,
         Ok(PutOutcome::Updated(mut m)) => {
