@@ -13,6 +13,7 @@ use ureq::tls::{Certificate, RootCerts, TlsConfig};
 use ureq::Agent;
 
 use crate::azure::proxy::{split_url, ProxyConfig, ProxyUrl, Route};
+pub use crate::azure::trust::TrustStore;
 
 /// Responses larger than this are cut off (IMDS and ARM answers are a few KiB).
 const MAX_BODY_BYTES: u64 = 4 << 20;
@@ -20,13 +21,13 @@ const USER_AGENT: &str = concat!("arc-enroll/", env!("CARGO_PKG_VERSION"));
 
 /// Where the system's CA certificates are looked for when neither SSL_CERT_FILE nor SSL_CERT_DIR
 /// is set (Debian/Ubuntu, RHEL/Fedora, SUSE, Alpine).
-const CA_BUNDLES: &[&str] = &[
+pub(crate) const CA_BUNDLES: &[&str] = &[
     "/etc/ssl/certs/ca-certificates.crt",
     "/etc/pki/tls/certs/ca-bundle.crt",
     "/etc/ssl/ca-bundle.pem",
     "/etc/ssl/cert.pem",
 ];
-const CA_DIRS: &[&str] = &["/etc/ssl/certs"];
+pub(crate) const CA_DIRS: &[&str] = &["/etc/ssl/certs"];
 
 /// A response: status, `Retry-After` (parsed), ARM's `x-ms-ratelimit-remaining-*` headers
 /// (lower-case names), and the body as text.
@@ -487,63 +488,6 @@ fn describe_rustls(e: &rustls::Error) -> String {
 /// Remove a proxy's password from a message that might echo its URL (encoded or not).
 fn scrub(msg: &str, proxy: &ProxyUrl) -> String {
     proxy.scrub(msg)
-}
-
-/// Where the trusted CAs come from, in the order `load_tls` looks (for advice).
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum TrustStore {
-    /// SSL_CERT_FILE is set: only that file is trusted.
-    File(String),
-    /// SSL_CERT_DIR is set (and SSL_CERT_FILE is not): only those directories.
-    Dir(String),
-    /// The distribution's bundle (or /etc/ssl/certs).
-    System(String),
-}
-
-impl TrustStore {
-    /// The store in effect for this process.
-    pub fn current() -> TrustStore {
-        if let Some(f) = std::env::var_os("SSL_CERT_FILE") {
-            TrustStore::File(std::path::PathBuf::from(f).display().to_string())
-        } else if let Some(d) = std::env::var_os("SSL_CERT_DIR") {
-            TrustStore::Dir(std::path::PathBuf::from(d).display().to_string())
-        } else {
-            let b = CA_BUNDLES
-                .iter()
-                .find(|b| std::path::Path::new(b).is_file())
-                .copied()
-                .unwrap_or(CA_DIRS[0]);
-            TrustStore::System(b.to_string())
-        }
-    }
-
-    /// "SSL_CERT_FILE (/x.pem)", "SSL_CERT_DIR (/d)", "this machine's CA store (/etc/...)".
-    pub fn describe(&self) -> String {
-        match self {
-            TrustStore::File(f) => format!("SSL_CERT_FILE ({f})"),
-            TrustStore::Dir(d) => format!("SSL_CERT_DIR ({d})"),
-            TrustStore::System(b) => format!("this machine's CA store ({b})"),
-        }
-    }
-
-    /// How to make a CA trusted, for the store in effect.
-    pub fn add_ca_advice(&self) -> String {
-        match self {
-            TrustStore::File(f) => format!(
-                "add its CA certificate (PEM) to {f}: SSL_CERT_FILE is set, so only that file is \
-                 trusted"
-            ),
-            TrustStore::Dir(d) => format!(
-                "add its CA certificate (PEM) to a file in {d}: SSL_CERT_DIR is set, so only that \
-                 directory is trusted"
-            ),
-            TrustStore::System(b) => format!(
-                "add its CA to this machine's CA store ({b}: update-ca-certificates on \
-                 Debian/Ubuntu, update-ca-trust on RHEL/Azure Linux, SUSE), or point SSL_CERT_FILE \
-                 or SSL_CERT_DIR at it"
-            ),
-        }
-    }
 }
 
 /// The trusted CAs as a rustls root store (the same certificates every request trusts), for

@@ -109,7 +109,7 @@ impl ServerCertVerifier for Recorder {
 
 /// Connect to `host:port` (through `proxy` with CONNECT when given), do a TLS handshake with the
 /// recording verifier and report what was presented. `roots` are the trusted CAs.
-pub fn presented(
+pub fn presented_with(
     host: &str,
     port: u16,
     proxy: Option<&ProxyUrl>,
@@ -167,6 +167,24 @@ pub fn presented(
     match seen {
         Some((chain, verdict)) => Ok(Presented { chain, verdict }),
         None => Err(format!("{host}:{port} presented no certificate")),
+    }
+}
+
+/// [`presented_with`] with the CAs every request trusts; None (logged at debug) when the
+/// diagnostic handshake itself fails.
+pub fn presented(
+    host: &str,
+    port: u16,
+    proxy: Option<&ProxyUrl>,
+    timeout: Duration,
+) -> Option<Presented> {
+    let roots = crate::azure::http::root_store().ok()?;
+    match presented_with(host, port, proxy, roots, timeout) {
+        Ok(p) => Some(p),
+        Err(e) => {
+            log::debug!("could not see the certificate {host}:{port} presents: {e}");
+            None
+        }
     }
 }
 

@@ -12,10 +12,9 @@ use serde_json::json;
 
 use crate::agent::{self, Agent};
 use crate::azure::arm::{self, Arm, Read};
-use crate::azure::http::{proxy_refusal_advice, root_store, Failure, Http, TrustStore};
-use crate::azure::proxy::ProxyUrl;
+use crate::azure::http::{proxy_refusal_advice, Failure, Http, TrustStore};
 use crate::azure::proxy::Route;
-use crate::azure::tls_probe::{self, Presented};
+use crate::azure::tls_probe::presented;
 use crate::config::{render_resource_name, Settings};
 use crate::enroll::azure_checks::{conflict, role_advice, scope, Ownership};
 use crate::error::Error;
@@ -405,14 +404,8 @@ fn probe(http: &Http, settings: &Settings, url: &str, timeout: Duration) -> Find
                 (Failure::ProxyStatus { code, .. }, Some(p)) => {
                     proxy_refusal_advice(*code, p, &host, port)
                 }
-                (Failure::Proxy(_), Some(p)) => {
-                    let target = if host.contains(':') {
-                        format!("[{host}]:{port}")
-                    } else {
-                        format!("{host}:{port}")
-                    };
-                    format!("allow CONNECT to {target} at the proxy {p}")
-                }
+                // Not an auth status: the advice is to allow CONNECT to the real host:port.
+                (Failure::Proxy(_), Some(p)) => proxy_refusal_advice(0, p, &host, port),
                 (_, Some(p)) => format!(
                     "the proxy {p} could not reach {host}: allow it at the proxy or fix its DNS/egress"
                 ),
@@ -425,24 +418,6 @@ fn probe(http: &Http, settings: &Settings, url: &str, timeout: Duration) -> Find
                 format!("not reachable {how}: {}", arm::describe_failure(&f)),
                 advice,
             )
-        }
-    }
-}
-
-/// What `host:port` presents (through `proxy`, as the request went), for advice; None when the
-/// diagnostic handshake itself fails.
-fn presented(
-    host: &str,
-    port: u16,
-    proxy: Option<&ProxyUrl>,
-    timeout: Duration,
-) -> Option<Presented> {
-    let roots = root_store().ok()?;
-    match tls_probe::presented(host, port, proxy, roots, timeout) {
-        Ok(p) => Some(p),
-        Err(e) => {
-            log::debug!("could not see the certificate {host}:{port} presents: {e}");
-            None
         }
     }
 }

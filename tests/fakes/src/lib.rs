@@ -26,7 +26,7 @@ pub mod http;
 pub mod https;
 pub mod imds;
 pub mod jwt;
-pub mod ratelimit;
 pub mod oidc;
+pub mod ratelimit;
 pub mod secrets;
 pub mod store;
