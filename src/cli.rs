@@ -153,6 +153,24 @@ pub struct Opts {
         help_heading = "Target"
     )]
     pub gateway_id: Option<String>,
+    /// Pre-create the machine resource with a one-time RSA key, then `azcmagent connect existing`: the ARM token never reaches the agent
+    #[arg(long, global = true, env = "ARC_ENROLL_PRECREATE", value_name = "BOOL", num_args = 0..=1, default_missing_value = "true", help_heading = "Enrollment path")]
+    pub precreate: Option<String>,
+    /// Nexus: --precreate plus assignRelay of the Nexus VM's traffic to Private Relay
+    #[arg(long, global = true, env = "ARC_ENROLL_PRIVATE_RELAY", value_name = "BOOL", num_args = 0..=1, default_missing_value = "true", help_heading = "Enrollment path")]
+    pub private_relay: Option<String>,
+    /// The Nexus VM's ARM id [default: the token's xms_az_rid/xms_mirid when it is a Microsoft.NetworkCloud/virtualMachines id]
+    #[arg(
+        long,
+        global = true,
+        env = "ARC_ENROLL_NEXUS_VM_ID",
+        value_name = "ID",
+        help_heading = "Enrollment path"
+    )]
+    pub nexus_vm_id: Option<String>,
+    /// Pass the one-time private key with --private-key instead of a 0600 --config file (agents without --config)
+    #[arg(long, global = true, env = "ARC_ENROLL_KEY_ON_COMMAND_LINE", value_name = "BOOL", num_args = 0..=1, default_missing_value = "true", help_heading = "Enrollment path")]
+    pub key_on_command_line: Option<String>,
     /// Turn on the agent's automatic upgrade (preview)
     #[arg(long, global = true, env = "ARC_ENROLL_ENABLE_AUTOMATIC_UPGRADE", value_name = "BOOL", num_args = 0..=1, default_missing_value = "true", help_heading = "Target")]
     pub enable_automatic_upgrade: Option<String>,

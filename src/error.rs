@@ -39,6 +39,12 @@ pub enum Error {
     NotAuthorized { detail: String, advice: String },
     /// The agent is missing, could not be installed, failed permanently, or a clone was refused.
     Agent { detail: String, advice: String },
+    /// Azure refused a request arc-enroll made with these settings (a 400 naming a property):
+    /// bad input in effect, found only by asking.
+    Rejected { detail: String, advice: String },
+    /// Nexus Private Relay could not be assigned (the long-running operation failed, or the VM
+    /// is not one).
+    Relay { detail: String, advice: String },
     /// Another machine's resource already has this name.
     NameConflict { name: String, detail: String },
     /// The run's deadline came while transient failures were still being retried.
@@ -64,7 +70,8 @@ pub enum Error {
 impl Error {
     pub fn exit_code(&self) -> u8 {
         match self {
-            Error::InvalidSetting { .. } | Error::Usage(_) => exit::USAGE,
+            Error::InvalidSetting { .. } | Error::Usage(_) | Error::Rejected { .. } => exit::USAGE,
+            Error::Relay { .. } => exit::AGENT,
             Error::NoToken { .. } => exit::NO_TOKEN,
             Error::NotAuthorized { .. } => exit::NOT_AUTHORIZED,
             Error::Agent { .. } => exit::AGENT,
@@ -87,6 +94,8 @@ impl Error {
         match self {
             Error::InvalidSetting { .. } => "invalid_setting",
             Error::Usage(_) => "usage",
+            Error::Rejected { .. } => "rejected",
+            Error::Relay { .. } => "relay",
             Error::NoToken { .. } => "no_token",
             Error::NotAuthorized { .. } => "not_authorized",
             Error::Agent { .. } => "agent",
@@ -142,6 +151,12 @@ impl fmt::Display for Error {
                 write!(f, "not authorized: {detail}; {advice}")
             }
             Error::Agent { detail, advice } => write!(f, "agent problem: {detail}; {advice}"),
+            Error::Rejected { detail, advice } => {
+                write!(f, "Azure rejected the request: {detail}; {advice}")
+            }
+            Error::Relay { detail, advice } => {
+                write!(f, "Private Relay not assigned: {detail}; {advice}")
+            }
             Error::NameConflict { name, detail } => write!(
                 f,
                 "name conflict: a different machine's Arc resource is already named {name:?} ({detail}); \

@@ -37,3 +37,24 @@ impl Drop for AccessToken {
         unsafe { self.0.as_bytes_mut().fill(0) };
     }
 }
+
+/// The one-time private key of a pre-created machine (base64 of its PKCS#1 DER, FACTS §10). Like
+/// the token: no `Debug`/`Display` of the value, zeroed on drop, text only through `expose()`,
+/// used where it is written to the agent's 0600 file.
+pub struct PrivateKey(zeroize::Zeroizing<String>);
+
+impl PrivateKey {
+    pub fn new(base64_der: zeroize::Zeroizing<String>) -> PrivateKey {
+        PrivateKey(base64_der)
+    }
+
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for PrivateKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "PrivateKey(<redacted, {} chars>)", self.0.len())
+    }
+}

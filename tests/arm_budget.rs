@@ -169,9 +169,12 @@ fn a_low_global_budget_slows_the_next_read_before_arm_throttles_it() {
         ours[1].path.ends_with("/providers/Microsoft.HybridCompute"),
         "{ours:?}"
     );
-    // Paced: at least half of (3.75 − remaining) / 3.75 s between the two reads.
+    // Paced: half to all of (3.75 − remaining) / 3.75 s between the two reads. What remains
+    // depends on how long the binary took to reach its first read (the bucket refills at 2/s
+    // meanwhile): 0.5 + 2 × startup. Up to a 1.25 s startup (a loaded machine) that is still
+    // ≥ 100 ms; an unpaced second read follows the first within a few milliseconds.
     let gap = ours[1].at - ours[0].at;
-    assert!(gap >= std::time::Duration::from_millis(300), "{gap:?}");
+    assert!(gap >= std::time::Duration::from_millis(100), "{gap:?}");
     let v = json_result(&r);
     assert_eq!(v["arm_throttled"], 0, "{v}");
     assert_eq!(v["arm_requests"], ours.len(), "{v}");
@@ -179,9 +182,10 @@ fn a_low_global_budget_slows_the_next_read_before_arm_throttles_it() {
 
 #[test]
 fn an_empty_bucket_is_waited_out_per_retry_after_and_counted() {
-    // 37 reads by other VMs leave half a token, refilled at 1/s: arc-enroll's first read is
-    // answered 429 Retry-After 1; after it, the budget is low, so no name read follows.
-    let w = world("budget-empty", |c| c.rate_limits = Some(scaled(1.0)));
+    // 37 reads by other VMs leave half a token, refilled at 0.1/s (so the binary's own start-up,
+    // a second or more on a loaded machine, does not refill it first): arc-enroll's first read is
+    // answered 429 Retry-After 5; after it, the budget is low, so no name read follows.
+    let w = world("budget-empty", |c| c.rate_limits = Some(scaled(0.1)));
     w.others_read(37);
     let r = w.run(
         &["connect", "--json"],
@@ -189,7 +193,7 @@ fn an_empty_bucket_is_waited_out_per_retry_after_and_counted() {
     );
     r.expect_code(0);
     r.log_has("HTTP 429: SubscriptionRequestsThrottled");
-    r.log_has("server asked for Retry-After 1.0s");
+    r.log_has("server asked for Retry-After ");
     let ours = w.ours();
     let throttled = ours.iter().filter(|q| q.status == 429).count();
     assert!(throttled >= 1, "{ours:?}");

@@ -552,3 +552,45 @@ fn seed_flow_examples_are_valid_and_their_runcmd_enrolls() {
         assert!(!tok.via_proxy, "{name}: IMDS through the proxy");
     }
 }
+
+#[test]
+fn private_relay_user_data_is_the_whole_nexus_flow() {
+    let r = user_data(
+        // No --subscription-id: "subscription" base64-encoded can line up with the fake IMDS's
+        // tokens (their xms_mirid) in the scanner's 16-character fragments.
+        &["user-data", "--private-relay", "--location", "eastus"],
+        &[],
+    );
+    r.expect_code(0).log_has("169.254.0.11:3128");
+    let cfg = embedded_config(&r.stdout);
+    assert_eq!(cfg["private_relay"], true, "{cfg}");
+    assert_eq!(
+        cfg["proxy"], "http://169.254.0.11:3128",
+        "the Nexus CSN proxy: {cfg}"
+    );
+    assert_eq!(
+        cfg["no_proxy"], "169.254.169.254,localhost,127.0.0.1",
+        "IMDS stays direct"
+    );
+    assert!(
+        r.stdout.contains(r#"["arc-enroll","connect"]"#),
+        "{}",
+        r.stdout
+    );
+    // A proxy given for the VM wins over the Nexus default; --precreate alone adds no proxy.
+    let r = user_data(
+        &[
+            "user-data",
+            "--private-relay",
+            "--proxy",
+            "http://10.0.0.1:8080",
+        ],
+        &[],
+    );
+    assert_eq!(embedded_config(&r.stdout)["proxy"], "http://10.0.0.1:8080");
+    let cfg = embedded_config(&user_data(&["user-data", "--precreate"], &[]).stdout);
+    assert_eq!(
+        (cfg["precreate"].as_bool(), cfg.get("proxy")),
+        (Some(true), None)
+    );
+}

@@ -82,6 +82,30 @@ pub fn connect_args(t: &Target) -> Vec<String> {
     a
 }
 
+/// `azcmagent connect existing` arguments (FACTS §10 step 6), without the private key. `--cloud`
+/// only off the public cloud and `--correlation-id` only when set: both are seen in third-party
+/// use, not in the documented command (UNCONFIRMED).
+pub fn connect_existing_args(t: &Target, vm_id: &str) -> Vec<String> {
+    let mut a: Vec<String> = vec!["connect".into(), "existing".into()];
+    let mut push = |k: &str, v: &str| {
+        a.push(k.to_string());
+        a.push(v.to_string());
+    };
+    push("--subscription-id", &t.subscription_id);
+    push("--resource-group", &t.resource_group);
+    push("--resource-name", &t.resource_name);
+    push("--tenant-id", &t.tenant_id);
+    push("--location", &t.location);
+    push("--vmid", vm_id);
+    if !t.cloud.is_empty() && !t.cloud.eq_ignore_ascii_case("AzureCloud") {
+        push("--cloud", &t.cloud);
+    }
+    if let Some(v) = &t.correlation_id {
+        push("--correlation-id", v);
+    }
+    a
+}
+
 /// `K=V,K2='v w'`: values with spaces, commas or quotes are single-quoted (FACTS §1.2).
 pub fn tags_arg(tags: &BTreeMap<String, String>) -> String {
     let q = |s: &str| {
@@ -151,5 +175,39 @@ mod tests {
             ]
         );
         assert!(!a.iter().any(|x| x.contains("access-token")));
+    }
+
+    #[test]
+    fn connect_existing_args_are_the_documented_ones() {
+        let mut t = target();
+        t.tags.insert("env".into(), "prod".into());
+        let a = connect_existing_args(&t, "v-1");
+        assert_eq!(
+            a,
+            [
+                "connect",
+                "existing",
+                "--subscription-id",
+                "s",
+                "--resource-group",
+                "rg",
+                "--resource-name",
+                "vm1",
+                "--tenant-id",
+                "t",
+                "--location",
+                "westeurope",
+                "--vmid",
+                "v-1"
+            ],
+            "tags went into the PUT; no --cloud for AzureCloud; no key"
+        );
+        t.cloud = "AzureUSGovernment".into();
+        t.correlation_id = Some("c".into());
+        let a = connect_existing_args(&t, "v-1");
+        assert_eq!(
+            &a[14..],
+            ["--cloud", "AzureUSGovernment", "--correlation-id", "c"]
+        );
     }
 }

@@ -12,7 +12,7 @@ pub mod settings;
 pub mod show;
 pub mod token_file;
 
-pub use args::{connect_args, tags_arg, Target, TokenMode};
+pub use args::{connect_args, connect_existing_args, tags_arg, Target, TokenMode};
 pub use exit_codes::{azcm, classify, AgentClass, Outcome};
 pub use runner::{
     is_executable, locate, Agent, AGENT_ATTEMPT_TIMEOUT, AGENT_QUICK_TIMEOUT, DEFAULT_AGENT_PATH,

@@ -17,12 +17,14 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 
 use super::{
-    connect_args, parse_config_value, parse_version, Outcome, Show, Target, TokenFile, TokenMode,
+    connect_args, connect_existing_args, parse_config_value, parse_version, Outcome, Show, Target,
+    TokenFile, TokenMode,
 };
 use crate::azure::proxy::{agent_no_proxy, ProxyConfig, ProxyUrl, Route};
 use crate::error::Error;
 use crate::identity::token::AccessToken;
 use crate::retry::Deadline;
+use crate::secret::PrivateKey;
 use crate::signals;
 use crate::timefmt::human;
 
@@ -209,6 +211,31 @@ impl Agent {
         self.with_token(&mut args, token, mode, |args| {
             self.run(args, deadline, AGENT_ATTEMPT_TIMEOUT, &[token.expose()])
         })
+    }
+
+    /// `azcmagent connect existing` with the one-time private key: in a 0600 `--config` file
+    /// (key `private-key`), or on argv with `--key-on-command-line`. The file is removed, and the
+    /// key scrubbed from anything logged, before returning.
+    pub fn connect_existing(
+        &self,
+        target: &Target,
+        key: &PrivateKey,
+        vm_id: &str,
+        on_command_line: bool,
+        deadline: &Deadline,
+    ) -> Result<Outcome, Error> {
+        let mut args = connect_existing_args(target, vm_id);
+        if on_command_line {
+            args.push("--private-key".into());
+            args.push(key.expose().to_string());
+            let out = self.run(&args, deadline, AGENT_ATTEMPT_TIMEOUT, &[key.expose()]);
+            args.iter_mut().for_each(zeroize::Zeroize::zeroize);
+            return out;
+        }
+        let file = TokenFile::write_entry("private-key", key.expose())?;
+        args.push("--config".into());
+        args.push(file.path().display().to_string());
+        self.run(&args, deadline, AGENT_ATTEMPT_TIMEOUT, &[key.expose()])
     }
 
     /// `azcmagent disconnect`: `--force-local-only`, or with a token (deletes the Azure resource).

@@ -1,4 +1,5 @@
-//! The token file for one agent run (`--config`, key `access-token`, FACTS §1.3): 0600 in a fresh
+//! The secret file for one agent run (`--config`, key `access-token`, FACTS §1.3, or
+//! `private-key` for `connect existing`, FACTS §10): 0600 in a fresh
 //! 0700 directory on a tmpfs, removed when the attempt ends, so the token is never in the process
 //! table; and the clean-up of directories left by runs that died.
 
@@ -16,6 +17,12 @@ pub struct TokenFile {
 
 impl TokenFile {
     pub fn write(token: &AccessToken) -> Result<TokenFile, Error> {
+        TokenFile::write_entry("access-token", token.expose())
+    }
+
+    /// A `{key: value}` JSON file for the agent's `--config` (keys are its option names): the
+    /// token, or a pre-created machine's private key (`private-key`, FACTS §10).
+    pub fn write_entry(key: &str, value: &str) -> Result<TokenFile, Error> {
         let dir = token_base().join(format!(
             "{TOKEN_DIR_PREFIX}{}-{}",
             std::process::id(),
@@ -33,7 +40,13 @@ impl TokenFile {
             })?;
         let path = dir.join("connect.json");
         let file = TokenFile { dir, path };
-        let body = serde_json::json!({ "access-token": token.expose() }).to_string();
+        // Built from zeroed parts: no intermediate JSON value keeps a copy of the secret.
+        let quoted = zeroize::Zeroizing::new(serde_json::to_string(value).unwrap_or_default());
+        let body = zeroize::Zeroizing::new(format!(
+            "{{{}:{}}}",
+            serde_json::Value::from(key),
+            quoted.as_str()
+        ));
         let mut f = std::fs::OpenOptions::new()
             .write(true)
             .create_new(true)

@@ -132,8 +132,20 @@ impl<'a> Arm<'a> {
         resource_group: &str,
         deadline: &Deadline,
     ) -> Result<Read<Vec<Permission>>, Error> {
+        self.permissions_at(
+            &format!("/subscriptions/{subscription}/resourceGroups/{resource_group}"),
+            deadline,
+        )
+    }
+
+    /// The caller's effective permissions at any scope (a resource group, or one resource).
+    pub fn permissions_at(
+        &self,
+        scope: &str,
+        deadline: &Deadline,
+    ) -> Result<Read<Vec<Permission>>, Error> {
         let path = format!(
-            "/subscriptions/{subscription}/resourceGroups/{resource_group}/providers/Microsoft.Authorization/permissions?api-version={PERMISSIONS_API_VERSION}"
+            "{scope}/providers/Microsoft.Authorization/permissions?api-version={PERMISSIONS_API_VERSION}"
         );
         Ok(match self.get(&path, deadline)? {
             Read::Ok((200, body)) => {

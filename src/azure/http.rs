@@ -30,12 +30,13 @@ pub(crate) const CA_BUNDLES: &[&str] = &[
 pub(crate) const CA_DIRS: &[&str] = &["/etc/ssl/certs"];
 
 /// A response: status, `Retry-After` (parsed), ARM's `x-ms-ratelimit-remaining-*` headers
-/// (lower-case names), and the body as text.
+/// (lower-case names), `Location` (long-running operations), and the body as text.
 #[derive(Debug, Clone)]
 pub struct Reply {
     pub status: u16,
     pub retry_after: Option<Duration>,
     pub ratelimit: Vec<(String, String)>,
+    pub location: Option<String>,
     pub body: String,
 }
 
@@ -363,6 +364,11 @@ fn finish(result: Result<ureq::http::Response<ureq::Body>, ureq::Error>) -> Resu
         .filter(|(k, _)| k.as_str().starts_with("x-ms-ratelimit-remaining-"))
         .filter_map(|(k, v)| Some((k.as_str().to_string(), v.to_str().ok()?.to_string())))
         .collect();
+    let location = resp
+        .headers()
+        .get("location")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string);
     let body = resp
         .body_mut()
         .with_config()
@@ -373,6 +379,7 @@ fn finish(result: Result<ureq::http::Response<ureq::Body>, ureq::Error>) -> Resu
         status,
         retry_after,
         ratelimit,
+        location,
         body,
     })
 }

@@ -5,6 +5,7 @@
 pub mod arm;
 pub mod http;
 pub mod pacing;
+pub mod machines;
 pub mod proxy;
 pub mod proxy_url;
 pub mod tls_probe;

@@ -443,6 +443,85 @@ fn target_parts(
     Ok((sub.value, rg.value, name, facts.product_uuid))
 }
 
+/// `--precreate` / `--private-relay`: the machine write arc-enroll itself does, the Nexus VM and
+/// the assignRelay permission on it.
+fn precreate_findings(
+    arm: &Arm,
+    settings: &Settings,
+    deadline: &Deadline,
+    perms: &Read<Vec<arm::Permission>>,
+    scope: &str,
+    claims: &Claims,
+) -> Result<Vec<Finding>, Error> {
+    let mut out = Vec::new();
+    let write = "Microsoft.HybridCompute/machines/write";
+    if let Read::Ok(p) = perms {
+        out.push(if arm::allowed(p, write) {
+            finding(
+                "machine write",
+                Status::Ok,
+                format!("arc-enroll may create the machine resource ({write} on {scope})"),
+            )
+        } else {
+            problem(
+                "machine write",
+                format!("the identity lacks {write} on {scope}, which --precreate needs"),
+                role_advice(claims, scope),
+            )
+        });
+    }
+    if settings.enroll_path.value != crate::config::EnrollPathKind::PrivateRelay {
+        return Ok(out);
+    }
+    let vm = match crate::enroll::relay::nexus_vm(settings.nexus_vm_id.as_ref(), claims) {
+        Ok((vm, from)) => {
+            out.push(finding(
+                "nexus vm",
+                Status::Ok,
+                format!("{} (from {from})", vm.path()),
+            ));
+            vm.path()
+        }
+        Err(e) => {
+            out.push(problem(
+                "nexus vm",
+                e.to_string(),
+                "pass --nexus-vm-id with the Nexus VM's resource id",
+            ));
+            return Ok(out);
+        }
+    };
+    let action = crate::azure::machines::ASSIGN_RELAY_ACTION;
+    out.push(match arm.permissions_at(&vm, deadline)? {
+        Read::Ok(p) if arm::allowed(&p, action) => finding(
+            "assignRelay permission",
+            Status::Ok,
+            format!("the identity may {action} on {vm}"),
+        ),
+        Read::Ok(_) => problem(
+            "assignRelay permission",
+            format!("the identity lacks {action} on {vm}"),
+            format!("grant it a role with {action} (a custom role, or Contributor) at scope {vm}"),
+        ),
+        Read::Denied(d) => finding(
+            "assignRelay permission",
+            Status::Skipped,
+            format!("the token cannot read its permissions on {vm} ({d})"),
+        ),
+        Read::Unavailable(u) if u.contains("HTTP 404") => problem(
+            "nexus vm",
+            format!("{vm} was not found: {u}"),
+            "check --nexus-vm-id (az networkcloud virtualmachine show --query id)",
+        ),
+        Read::Unavailable(u) => finding(
+            "assignRelay permission",
+            Status::Skipped,
+            format!("ARM did not answer: {u}"),
+        ),
+    });
+    Ok(out)
+}
+
 fn azure_findings(
     http: &Http,
     settings: &Settings,
@@ -482,7 +561,8 @@ fn azure_findings(
             Read::Unavailable(u) | Read::Refused(u) => finding(item, Status::Skipped, format!("ARM did not answer: {u}")),
         });
     }
-    out.push(match arm.permissions(&sub, &rg, deadline)? {
+    let perms = arm.permissions(&sub, &rg, deadline)?;
+    out.push(match perms.clone() {
         Read::Ok(perms) => {
             let missing = arm::missing_actions(&perms);
             if missing.is_empty() {
@@ -512,6 +592,11 @@ fn azure_findings(
             format!("ARM did not answer: {u}"),
         ),
     });
+    if settings.enroll_path.value.precreates() {
+        out.extend(precreate_findings(
+            &arm, settings, deadline, &perms, &scope, claims,
+        )?);
+    }
     let item = format!("resource name {name}");
     out.push(match arm.machine(&sub, &rg, &name, deadline)? {
         Read::Ok(None) => finding(

@@ -170,6 +170,7 @@ pub fn config_json(s: &Settings) -> (Value, Vec<String>) {
             ));
         }
     }
+    private_relay(s, &mut m, &mut notes);
     if given(&s.clone_policy.source) {
         m.insert("clone_policy".into(), json!(s.clone_policy.value.name()));
     }
@@ -292,6 +293,46 @@ fn federation_json(s: &Settings, m: &mut Map<String, Value>, notes: &mut Vec<Str
         crate::config::TokenSourceKind::File => "the VM needs the token file in place before arc-enroll runs (docs/federation.md)".to_string(),
         _ => "GitHub Actions jobs do not run cloud-init: run arc-enroll in the job itself (docs/federation.md)".to_string(),
     });
+}
+
+/// The Nexus CSN's tenant proxy: always this address (FACTS §9, §10 step 5).
+pub const NEXUS_PROXY: &str = "http://169.254.0.11:3128";
+
+/// `--precreate` / `--private-relay` into the config; for Private Relay also the Nexus proxy
+/// (unless one was given for the VM), so the document replaces the whole Nexus how-to: key pair,
+/// machine PUT, assignRelay, the agent's proxy and `connect existing` all happen in arc-enroll.
+fn private_relay(s: &Settings, m: &mut Map<String, Value>, notes: &mut Vec<String>) {
+    use crate::config::EnrollPathKind;
+    match s.enroll_path.value {
+        EnrollPathKind::AgentToken => return,
+        EnrollPathKind::Precreate => {
+            m.insert("precreate".into(), json!(true));
+        }
+        EnrollPathKind::PrivateRelay => {
+            m.insert("private_relay".into(), json!(true));
+        }
+    }
+    if given(&s.key_on_command_line.source) {
+        m.insert(
+            "key_on_command_line".into(),
+            json!(s.key_on_command_line.value),
+        );
+    }
+    if let Some(v) = s.nexus_vm_id.as_ref().filter(|v| given(&v.source)) {
+        m.insert("nexus_vm_id".into(), json!(v.value));
+    }
+    if s.enroll_path.value == EnrollPathKind::PrivateRelay && !m.contains_key("proxy") {
+        m.insert("proxy".into(), json!(NEXUS_PROXY));
+        if !m.contains_key("no_proxy") {
+            m.insert(
+                "no_proxy".into(),
+                json!("169.254.169.254,localhost,127.0.0.1"),
+            );
+        }
+        notes.push(format!(
+            "--private-relay: the VM reaches Azure through the Nexus Cloud Services Network proxy {NEXUS_PROXY} (pass --proxy to use another)"
+        ));
+    }
 }
 
 /// Single-quote for sh: 'it'\''s'.

@@ -10,6 +10,7 @@
 //! `validate` (single values), `template` (the resource-name template).
 
 mod federation;
+mod enroll_path;
 mod file;
 mod resolve;
 mod template;
@@ -282,11 +283,29 @@ impl TokenSourceKind {
     }
 }
 
-/// How the machine is enrolled (`enroll::path`). Only "the agent connects with the
-/// token" today; pre-created machines and Private Relay (issue 14) add variants here.
+/// How the machine is enrolled (`enroll::path`): the agent connects with the token, or the
+/// machine resource is pre-created with a one-time key (FACTS §10), optionally with its Nexus VM's
+/// traffic assigned to Private Relay.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum EnrollPathKind {
     AgentToken,
+    Precreate,
+    PrivateRelay,
+}
+
+impl EnrollPathKind {
+    pub fn label(self) -> &'static str {
+        match self {
+            EnrollPathKind::AgentToken => "agent connect with the token",
+            EnrollPathKind::Precreate => "pre-created machine (connect existing)",
+            EnrollPathKind::PrivateRelay => "pre-created machine with Nexus Private Relay",
+        }
+    }
+
+    /// The machine resource is created by arc-enroll with a one-time key.
+    pub fn precreates(self) -> bool {
+        self != EnrollPathKind::AgentToken
+    }
 }
 
 /// The kind of a local agent package (`--agent-package`), by its file name.
@@ -334,6 +353,9 @@ pub struct Settings {
     /// Workload identity federation: the authority, the external token's origin, test endpoints.
     pub federation: Federation,
     pub enroll_path: Sourced<EnrollPathKind>,
+    /// `--nexus-vm-id` (validated as a Microsoft.NetworkCloud/virtualMachines id).
+    pub nexus_vm_id: Option<Sourced<String>>,
+    pub key_on_command_line: Sourced<bool>,
     pub config_file: Option<PathBuf>,
     pub imds_endpoint: Sourced<String>,
     pub arm_endpoint: Sourced<String>,
@@ -425,6 +447,16 @@ impl Settings {
                 self.tags.value,
                 self.tags.source
             );
+        }
+        if self.enroll_path.value.precreates() {
+            log::info!(
+                "setting enroll path = {} (from {})",
+                self.enroll_path.value.label(),
+                self.enroll_path.source
+            );
+        }
+        if let Some(s) = &self.nexus_vm_id {
+            log::info!("setting nexus_vm_id = {} (from {})", s.value, s.source);
         }
         for (name, v) in [
             ("private_link_scope", &self.private_link_scope),

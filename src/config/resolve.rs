@@ -240,6 +240,9 @@ impl<'a> Resolver<'a> {
             f.token_on_command_line,
         )?;
 
+        let (enroll_path, nexus_vm_id, key_on_command_line) =
+            self.enroll_path_settings(&private_link_scope, &gateway_id)?;
+
         let identity = self.identity_for(token_source.value)?;
         let proxy = self.proxy()?;
 
@@ -391,7 +394,9 @@ impl<'a> Resolver<'a> {
             token_on_command_line,
             federation,
             token_source,
-            enroll_path: Sourced::new(EnrollPathKind::AgentToken, "default"),
+            enroll_path,
+            nexus_vm_id,
+            key_on_command_line,
             config_file: self.file_path.clone(),
             imds_endpoint,
             arm_endpoint,
@@ -406,7 +411,7 @@ impl<'a> Resolver<'a> {
         })
     }
 
-    fn bool_setting(
+    pub(super) fn bool_setting(
         &self,
         id: &str,
         flag: &Option<String>,

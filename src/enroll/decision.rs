@@ -164,6 +164,8 @@ fn adopt(settings: &Settings, show: &Show, now: &Fingerprint) -> State {
             vm_uuid: (!show.vm_uuid.is_empty()).then(|| show.vm_uuid.clone()),
             ..now.clone()
         },
+        vm_id: None,
+        enrolled_via: None,
     }
 }
 

@@ -9,7 +9,7 @@ use super::attempt::{self, Next};
 use super::azure_checks::before_connect;
 use super::decision::{decide, Decision};
 use super::target::resolve_target;
-use super::EnrollPath;
+use super::{EnrollPath, Step};
 use crate::agent::{self, Agent, AgentClass, Outcome, Show, Target};
 use crate::azure::http::Http;
 use crate::azure::proxy::Route;
@@ -56,6 +56,9 @@ pub fn connect(settings: &Settings, deadline: &Deadline) -> Result<Enrolled, Err
         &mut run,
         |run, n| attempt_once(run, &*source, &*path, n).unwrap_or_else(Attempt::Fail),
         |run, last| {
+            if let Some(e) = path.deadline_error(&last) {
+                return e;
+            }
             attempt::deadline_error(
                 settings,
                 deadline,
@@ -65,7 +68,7 @@ pub fn connect(settings: &Settings, deadline: &Deadline) -> Result<Enrolled, Err
             )
         },
     )?;
-    let enrolled = record(&run, &out)?;
+    let enrolled = record(&run, &*path, &out)?;
     verify(&run)?;
     Ok(enrolled)
 }
@@ -248,7 +251,16 @@ fn attempt_once(
             "agent or target missing after preparation".into(),
         ));
     };
-    let out = path.attempt(&run.http, a, t, token, n, run.deadline)?;
+    let out = match path.attempt(&run.http, a, t, token, n, run.deadline)? {
+        Step::Agent(out) => out,
+        Step::Retry { reason, class } => {
+            run.last_class = class;
+            return Ok(Attempt::Retry {
+                reason,
+                retry_after: None,
+            });
+        }
+    };
     let class = agent::classify(out.code, &out.tail_text());
     run.last_class = class;
     if attempt::logs_itself(class) {
@@ -333,7 +345,7 @@ fn prepare_agent(run: &mut Run) -> Result<(), Error> {
 
 /// Write the state file, only now that it worked, after checking that an "already connected"
 /// agent is connected as this machine.
-fn record(run: &Run, out: &Outcome) -> Result<Enrolled, Error> {
+fn record(run: &Run, path: &dyn EnrollPath, out: &Outcome) -> Result<Enrolled, Error> {
     let (Some(agent), Some(target)) = (&run.agent, &run.target) else {
         return Err(Error::Internal(
             "a successful attempt without agent or target".into(),
@@ -357,7 +369,7 @@ fn record(run: &Run, out: &Outcome) -> Result<Enrolled, Error> {
             });
         }
     }
-    let state = new_state(
+    let mut state = new_state(
         run.settings,
         target,
         show.as_ref(),
@@ -365,8 +377,11 @@ fn record(run: &Run, out: &Outcome) -> Result<Enrolled, Error> {
         run.deadline,
         agent,
     );
+    path.record(&mut state);
     let state_dir = &run.settings.state_dir.value;
     state::save(state_dir, &state)?;
+    // A machine pre-created for this enrollment is now recorded in the state itself.
+    state::precreated::clear(state_dir)?;
     log::info!(
         "state written to {}",
         state_dir.join(state::STATE_FILE).display()
@@ -455,6 +470,8 @@ fn new_state(
             vm_uuid,
             ..fp.clone()
         },
+        vm_id: None,
+        enrolled_via: None,
     }
 }
 

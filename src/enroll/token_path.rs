@@ -2,8 +2,8 @@
 //! ARM token (in a 0600 `--config` file, or on argv with `--token-on-command-line`) and creates
 //! the machine resource itself.
 
-use super::EnrollPath;
-use crate::agent::{Agent, Outcome, Target, TokenMode};
+use super::{EnrollPath, Step};
+use crate::agent::{Agent, Target, TokenMode};
 use crate::azure::http::Http;
 use crate::config::Settings;
 use crate::error::Error;
@@ -31,9 +31,11 @@ impl EnrollPath for AgentToken {
         token: AccessToken,
         n: u32,
         deadline: &Deadline,
-    ) -> Result<Outcome, Error> {
+    ) -> Result<Step, Error> {
         log::info!("agent connect attempt {n}: running azcmagent connect with a fresh token");
-        agent.connect(target, &token, self.mode, deadline)
+        agent
+            .connect(target, &token, self.mode, deadline)
+            .map(Step::Agent)
         // The token is dropped (and zeroed) here, before the answer is classified.
     }
 }

@@ -20,6 +20,7 @@ use crate::error::Error;
 
 mod fingerprint;
 mod lock;
+pub mod precreated;
 
 pub use fingerprint::{
     clone_verdict, machine_facts, read_fingerprint, same_uuid, CloneVerdict, Fingerprint,
@@ -56,6 +57,12 @@ pub struct State {
     /// "system-assigned", or "user-assigned <selector>".
     pub identity: String,
     pub fingerprint: Fingerprint,
+    /// The machine resource's `vmId` when arc-enroll pre-created it (`--precreate`, FACTS §10).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub vm_id: Option<String>,
+    /// How it was enrolled when not by the agent with the token (`precreate`, `private-relay`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub enrolled_via: Option<String>,
 }
 
 /// The file as written: the schema version, then the state's own fields.
@@ -173,7 +180,7 @@ pub fn save(state_dir: &Path, state: &State) -> Result<(), Error> {
 }
 
 /// A fresh 0600 file with `bytes`, flushed to disk.
-fn write_synced(path: &Path, bytes: &[u8]) -> io::Result<()> {
+pub(super) fn write_synced(path: &Path, bytes: &[u8]) -> io::Result<()> {
     // create_new: never reuse a file someone else created (with other permissions) under this name.
     match fs::remove_file(path) {
         Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(e),
@@ -189,13 +196,13 @@ fn write_synced(path: &Path, bytes: &[u8]) -> io::Result<()> {
     f.sync_all()
 }
 
-fn sync_dir(dir: &Path) -> io::Result<()> {
+pub(super) fn sync_dir(dir: &Path) -> io::Result<()> {
     File::open(dir)?.sync_all()
 }
 
 /// Create `dir` (0700) if missing; narrow it to 0700 if it exists with wider permissions: it is
 /// ours, and the state names the machine's Azure resource.
-fn ensure_private_dir(dir: &Path) -> Result<(), Error> {
+pub(super) fn ensure_private_dir(dir: &Path) -> Result<(), Error> {
     check_state_dir(dir)?;
     DirBuilder::new()
         .recursive(true)
@@ -292,6 +299,7 @@ pub fn clear(state_dir: &Path) -> Result<bool, Error> {
         Err(e) => return Err(Error::io("cannot remove the state file", &path, e)),
     };
     remove_stale_temps(state_dir);
+    precreated::clear(state_dir)?;
     if existed {
         sync_dir(state_dir)
             .map_err(|e| Error::io("cannot flush the state directory to disk", state_dir, e))?;
@@ -358,6 +366,8 @@ mod tests {
                 machine_id: Some("0123456789abcdef0123456789abcdef".into()),
                 vm_uuid: Some("11111111-2222-3333-4444-555555555555".into()),
             },
+            vm_id: None,
+            enrolled_via: None,
         }
     }
 

@@ -10,9 +10,11 @@
 //! buckets (`ratelimit`, FACTS §12) meter every request at entry: 429 `Retry-After` when empty,
 //! `x-ms-ratelimit-remaining-subscription-*` headers on every answer.
 
+use crate::arm_hybrid::{self, Assignment, Caller, HybridState, RelayConfig};
 use crate::http::{serve, Handler, Reply, Request};
 use crate::jwt;
 use crate::ratelimit::{self, Limits, RateLimiter};
+use crate::store::Store;
 use rcgen::{
     BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, KeyPair,
     KeyUsagePurpose,
@@ -93,6 +95,8 @@ pub struct ArmConfig {
     pub log_stderr: bool,
     /// ARM's token buckets (`ratelimit`, FACTS §12): None (default) = no limits.
     pub rate_limits: Option<Limits>,
+    /// Nexus Private Relay behaviour (`arm_hybrid`).
+    pub relay: RelayConfig,
 }
 
 impl Default for ArmConfig {
@@ -112,6 +116,7 @@ impl Default for ArmConfig {
             redirects: Vec::new(),
             log_stderr: false,
             rate_limits: None,
+            relay: RelayConfig::default(),
         }
     }
 }
@@ -140,6 +145,7 @@ struct State {
     throttled: u32,
     requests: Vec<Recorded>,
     limiter: Option<RateLimiter>,
+    hybrid: HybridState,
 }
 
 pub struct FakeArm {
@@ -221,6 +227,7 @@ impl FakeArm {
             throttled: 0,
             requests: Vec::new(),
             limiter: None,
+            hybrid: HybridState::default(),
         }));
         let stop = Arc::new(AtomicBool::new(false));
         let started = Instant::now();
@@ -283,6 +290,11 @@ impl FakeArm {
             .into_iter()
             .filter(|r| r.path.ends_with(suffix))
             .collect()
+    }
+
+    /// Every assignRelay the fake accepted, with its operation's state.
+    pub fn relay_assignments(&self) -> Vec<Assignment> {
+        self.state.lock().unwrap().hybrid.assignments.clone()
     }
 
     pub fn update(&self, f: impl FnOnce(&mut ArmConfig)) {
@@ -421,6 +433,9 @@ fn route(st: &mut State, req: &Request, has_bearer: bool, claims: Option<&Value>
     let sub = seg[1];
     let oid = claims.get("oid").and_then(|v| v.as_str()).unwrap_or("");
     let appid = claims.get("appid").and_then(|v| v.as_str()).unwrap_or(oid);
+    let tenant = claims.get("tid").and_then(|v| v.as_str()).unwrap_or("");
+    let caller = Caller { appid, oid, tenant };
+    let store = st.cfg.azure_dir.clone().map(Store::new);
     let forbidden = |action: &str, scope: &str| {
         arm_error(
             403,
@@ -465,11 +480,18 @@ fn route(st: &mut State, req: &Request, has_bearer: bool, claims: Option<&Value>
             st.permission_reads += 1;
             let granted =
                 !st.cfg.permissions_never && st.permission_reads > st.cfg.permissions_missing_polls;
-            let value = if granted {
+            let mut value = if granted {
                 granted_permissions()
             } else {
                 no_permissions()
             };
+            if let (true, Some(list), Some(extra)) = (
+                granted,
+                value.as_array_mut(),
+                arm_hybrid::extra_permission(&st.cfg.relay),
+            ) {
+                list.push(extra);
+            }
             return Reply::json(200, &json!({ "value": value }));
         }
         // .../providers/Microsoft.HybridCompute/machines/{name}
@@ -492,8 +514,18 @@ fn route(st: &mut State, req: &Request, has_bearer: bool, claims: Option<&Value>
                     &format!("{scope}/providers/Microsoft.HybridCompute/machines/{name}"),
                 );
             }
-            return machine(st, req, sub, rg, name);
+            let _ = name;
         }
+    }
+    if let Some(reply) = arm_hybrid::route(
+        &mut st.hybrid,
+        &st.cfg.relay,
+        store.as_ref(),
+        req,
+        &seg,
+        &caller,
+    ) {
+        return reply;
     }
     arm_error(
         404,
@@ -553,88 +585,4 @@ fn machine_json(sub: &str, rg: &str, name: &str, location: &str, vm_uuid: &str) 
             "agentVersion": "1.61.03319.2737",
         },
     })
-}
-
-fn machine(st: &mut State, req: &Request, sub: &str, rg: &str, name: &str) -> Reply {
-    let not_found = || {
-        arm_error(
-            404,
-            "ResourceNotFound",
-            &format!("The Resource 'Microsoft.HybridCompute/machines/{name}' under resource group '{rg}' was not found. For more details please go to https://aka.ms/ARMResourceNotFoundFix"),
-        )
-    };
-    let Some(dir) = st.cfg.azure_dir.clone() else {
-        return not_found();
-    };
-    if [sub, rg, name]
-        .iter()
-        .any(|p| p.is_empty() || *p == "." || *p == ".." || p.contains(['\\', '\0']))
-    {
-        return arm_error(400, "InvalidResourceName", "invalid name");
-    }
-    let path = machine_path(&dir, sub, rg, name);
-    match req.method.as_str() {
-        "GET" => match std::fs::read_to_string(&path)
-            .ok()
-            .and_then(|s| serde_json::from_str::<Value>(&s).ok())
-        {
-            Some(v) => Reply::json(200, &v),
-            None => not_found(),
-        },
-        "PUT" => {
-            let body: Value = serde_json::from_slice(&req.body).unwrap_or(json!({}));
-            let location = body
-                .get("location")
-                .and_then(|v| v.as_str())
-                .unwrap_or("eastus");
-            let vm_uuid = body
-                .pointer("/properties/vmUuid")
-                .and_then(|v| v.as_str())
-                .unwrap_or("");
-            let existing = std::fs::read_to_string(&path)
-                .ok()
-                .and_then(|s| serde_json::from_str::<Value>(&s).ok());
-            if let Some(e) = &existing {
-                let theirs = e
-                    .pointer("/properties/vmUuid")
-                    .and_then(|v| v.as_str())
-                    .unwrap_or("");
-                if !theirs.is_empty()
-                    && !vm_uuid.is_empty()
-                    && !theirs.eq_ignore_ascii_case(vm_uuid)
-                {
-                    return arm_error(
-                        409,
-                        "Conflict",
-                        &format!("A machine named '{name}' already exists in resource group '{rg}' with a different vmUuid."),
-                    );
-                }
-            }
-            let mut m = machine_json(sub, rg, name, location, vm_uuid);
-            if let Some(tags) = body.get("tags") {
-                m["tags"] = tags.clone();
-            }
-            let _ = std::fs::create_dir_all(path.parent().unwrap());
-            let tmp = path.with_extension("json.tmp");
-            if std::fs::write(&tmp, m.to_string())
-                .and_then(|_| std::fs::rename(&tmp, &path))
-                .is_err()
-            {
-                return arm_error(500, "InternalServerError", "store write failed");
-            }
-            Reply::json(if existing.is_some() { 200 } else { 201 }, &m)
-        }
-        "DELETE" => {
-            if std::fs::remove_file(&path).is_ok() {
-                Reply::json(200, &json!({}))
-            } else {
-                Reply::Send {
-                    status: 204,
-                    headers: vec![],
-                    body: vec![],
-                }
-            }
-        }
-        _ => arm_error(405, "MethodNotAllowed", "method not allowed"),
-    }
 }

@@ -4,6 +4,7 @@
 //! - `imds`: Azure IMDS (managed-identity tokens, instance metadata), programmable faults
 //! - `arm`: Azure Resource Manager over HTTPS with a test CA (providers, permissions, machines)
 //! - `arm_client`: a one-request HTTPS client for the fakes' own ARM calls (fake agent, tests)
+//! - `arm_hybrid`: its pre-created machine, Nexus assignRelay and HybridConnectivity routes
 //! - `store`: the fake "Azure" state shared by the fake ARM and the fake agent (a directory)
 //! - `ratelimit`: ARM's token buckets (per principal and global, FACTS §12), for the fake ARM
 //! - `jwt`: minting and reading unsigned test JWTs
@@ -22,6 +23,7 @@ pub mod aws;
 pub mod entra;
 pub mod gcp;
 pub mod github;
+pub mod arm_hybrid;
 pub mod http;
 pub mod https;
 pub mod imds;

@@ -54,12 +54,30 @@ pub struct MachineProperties {
     /// Azure-assigned id of the resource (kept across updates of the same machine).
     #[serde(default)]
     pub vm_id: String,
-    #[serde(default = "connected")]
+    /// `Connected` etc.; empty for a pre-created machine no agent has connected yet, which ARM
+    /// shows as `"status": null` (FACTS §10; stored and served as null).
+    #[serde(
+        default = "connected",
+        deserialize_with = "null_as_empty",
+        serialize_with = "empty_as_null"
+    )]
     pub status: String,
     #[serde(default)]
     pub agent_version: String,
     #[serde(flatten)]
     pub extra: Map<String, Value>,
+}
+
+fn null_as_empty<'de, D: serde::Deserializer<'de>>(d: D) -> Result<String, D::Error> {
+    Ok(Option::<String>::deserialize(d)?.unwrap_or_default())
+}
+
+fn empty_as_null<S: serde::Serializer>(v: &str, s: S) -> Result<S::Ok, S::Error> {
+    if v.is_empty() {
+        s.serialize_none()
+    } else {
+        s.serialize_str(v)
+    }
 }
 
 fn machine_type() -> String {

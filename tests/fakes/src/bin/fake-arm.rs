@@ -8,7 +8,9 @@ const HELP: &str = "\
 fake-arm: a fake of Azure Resource Manager over HTTPS with a test CA generated at start:
 GET /subscriptions/SUB/providers/NS (registrationState), GET .../resourceGroups/RG/providers/
 Microsoft.Authorization/permissions, GET/PUT/DELETE .../providers/Microsoft.HybridCompute/machines/NAME
-(kept in --azure-dir), GET /installer.sh. Loopback use only.
+(kept in --azure-dir; 2025-02-19-preview validation), POST .../Microsoft.NetworkCloud/virtualMachines/VM/
+assignRelay (a long-running operation polled through Location), GET MACHINE/providers/
+Microsoft.HybridConnectivity/endpoints/default, GET /installer.sh. Loopback use only.
 
 USAGE: fake-arm [OPTIONS]
 
@@ -28,6 +30,11 @@ OPTIONS:
   --rate-limits-scale F          the same with every bucket size and refill rate times F (implies --rate-limits)
   --untrusted                    serve a certificate from a CA that is not in ca.pem
   --installer FILE               serve FILE at /installer.sh
+  --relay-polls N                assignRelay's operation answers 202 to N polls first (default 2)
+  --relay-retry-after SECS|none  Retry-After on those 202s (default 1)
+  --relay-fail CODE:MESSAGE      the assignRelay operation ends Failed with this error
+  --relay-forbidden              the caller lacks Microsoft.NetworkCloud/virtualMachines/assignRelay/action
+  --nexus-vm ID                  this Nexus VM resource id exists (repeatable; none given: every VM exists)
   --quiet                        no per-request lines on stderr
   -h, --help                     this text
 
@@ -101,6 +108,23 @@ fn main() {
                         .unwrap_or_else(|e| fail(&format!("--installer {f}: {e}"))),
                 )
             }
+            "--relay-polls" => {
+                let v = value();
+                cfg.relay.polls_running = num(&flag, &v) as u32
+            }
+            "--relay-retry-after" => {
+                let v = value();
+                cfg.relay.retry_after_secs = (v != "none").then(|| num(&flag, &v))
+            }
+            "--relay-fail" => {
+                let v = value();
+                let (code, msg) = v
+                    .split_once(':')
+                    .unwrap_or((&v, "The relay assignment failed."));
+                cfg.relay.fail = Some((code.to_string(), msg.to_string()))
+            }
+            "--relay-forbidden" => cfg.relay.forbidden = true,
+            "--nexus-vm" => cfg.relay.vms.push(value()),
             "--quiet" => cfg.log_stderr = false,
             other => fail(&format!("unknown option {other}")),
         }

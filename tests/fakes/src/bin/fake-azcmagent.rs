@@ -544,6 +544,22 @@ const CONNECT: &[Flag] = &[
     v("user-tenant-id", None),
 ];
 
+/// `connect existing` (FACTS §10 step 6): a machine resource created beforehand with a
+/// `clientPublicKey`; the agent proves it holds the private half. `--cloud`, `--correlation-id`
+/// and `--use-saved-key` are seen in third-party use (UNCONFIRMED).
+const CONNECT_EXISTING: &[Flag] = &[
+    v("cloud", None),
+    v("correlation-id", None),
+    v("location", Some('l')),
+    v("private-key", None),
+    v("resource-group", Some('g')),
+    v("resource-name", Some('n')),
+    v("subscription-id", Some('s')),
+    v("tenant-id", Some('t')),
+    s("use-saved-key", None),
+    v("vmid", None),
+];
+
 const DISCONNECT: &[Flag] = &[
     v("access-token", None),
     s("force-local-only", Some('f')),
@@ -1257,6 +1273,239 @@ fn cmd_connect(ctx: &Ctx, mut p: Parsed, out: &Out) -> R<()> {
 }
 
 // ---------------------------------------------------------------------------------------------
+// connect existing
+
+/// The private key as the real agent reads it: standard base64 of a PKCS#1 `RSAPrivateKey` DER.
+/// PKCS#8 fails with "asn1: structure error" (FACTS §10), as Go's `x509.ParsePKCS1PrivateKey` does.
+fn read_private_key(b64: &str) -> R<rsa::PrivateKey> {
+    use base64::Engine;
+    use rsa::pkcs1::DecodeRsaPrivateKey;
+    let der = base64::engine::general_purpose::STANDARD
+        .decode(b64.trim())
+        .map_err(|e| {
+            fail(
+                104,
+                format!("Failed to read the private key: illegal base64 data ({e})"),
+            )
+        })?;
+    rsa::PrivateKey::from_pkcs1_der(&der).map_err(|_| {
+        fail(
+            103,
+            "Failed to create RSA keys: asn1: structure error: tags don't match (2 vs {class:0 tag:16 length:13 isCompound:true}) {optional:false explicit:false application:false private:false defaultValue:<nil> tag:<nil> stringType:0 timeType:0 set:false omitEmpty:false} int @4",
+        )
+    })
+}
+
+/// Register the key with the tests' secret scanner: its secret part only. A PKCS#1 private key
+/// starts with the modulus and exponent, at a base64-aligned offset, so its first ~366 base64
+/// characters appear verbatim in the public key (`clientPublicKey`, which is not secret).
+fn register_private_key(text: &str, key: &rsa::PrivateKey) {
+    use base64::Engine;
+    use rsa::pkcs1::EncodeRsaPublicKey;
+    let Ok(public) = key.to_public_key().to_pkcs1_der() else {
+        return;
+    };
+    let public = base64::engine::general_purpose::STANDARD.encode(public.as_bytes());
+    let start = (0..text.len().saturating_sub(16))
+        .filter(|i| text.is_char_boundary(*i) && text.is_char_boundary(i + 16))
+        .filter(|i| public.contains(&text[*i..i + 16]))
+        .max()
+        .map_or(0, |i| i + 16);
+    arc_enroll_fakes::secrets::register(arc_enroll_fakes::secrets::PRIVATE_KEY, &text[start..]);
+}
+
+fn cmd_connect_existing(ctx: &Ctx, mut p: Parsed, out: &Out) -> R<()> {
+    use base64::Engine;
+    use rsa::pkcs1::EncodeRsaPublicKey;
+    if let Some(secs) = ctx.beh_u64("connect_hang_secs") {
+        std::thread::sleep(Duration::from_secs(secs));
+    }
+    if let Some(code) = take_forced_exit(ctx)? {
+        if code != 0 {
+            ctx.log("info", &format!("forced exit {code} from behaviour.json"));
+            return Err(Fail {
+                forced: true,
+                ..fail(code, meaning(code))
+            });
+        }
+    }
+    merge_config_file(&mut p, CONNECT_EXISTING)?;
+    if let Some(extra) = p.pos.first() {
+        return Err(fail(
+            101,
+            format!("unexpected argument \"{extra}\" for \"azcmagent connect existing\""),
+        ));
+    }
+    let mut missing = Vec::new();
+    for k in [
+        "subscription-id",
+        "resource-group",
+        "resource-name",
+        "location",
+        "tenant-id",
+        "vmid",
+    ] {
+        if p.nonempty(k).is_none() {
+            missing.push(format!("--{k}"));
+        }
+    }
+    if p.nonempty("private-key").is_none() && !p.on("use-saved-key") {
+        missing.push("--private-key".into());
+    }
+    if !missing.is_empty() {
+        return Err(fail(
+            16,
+            format!("Missing mandatory parameter: {}", missing.join(", ")),
+        ));
+    }
+    let get = |k: &str| p.nonempty(k).unwrap_or_default().to_string();
+    let (sub, rg, name, tenant, vmid) = (
+        get("subscription-id").to_lowercase(),
+        get("resource-group"),
+        get("resource-name"),
+        get("tenant-id"),
+        get("vmid"),
+    );
+    let location: String = get("location")
+        .chars()
+        .filter(|c| !c.is_whitespace())
+        .collect::<String>()
+        .to_lowercase();
+    if location.is_empty() || !location.chars().all(|c| c.is_ascii_alphanumeric()) {
+        return Err(fail(20, format!("Unknown region '{}'", get("location"))));
+    }
+    let cloud = match p.nonempty("cloud") {
+        None => "AzureCloud",
+        Some(c) => canonical_cloud(c)
+            .ok_or_else(|| fail(23, format!("Invalid value for --cloud '{c}'")))?,
+    };
+    for (k, v) in [
+        ("subscription-id", &sub),
+        ("tenant-id", &tenant),
+        ("vmid", &vmid),
+    ] {
+        if !is_guid(v) {
+            return Err(fail(23, format!("Invalid --{k} '{v}': must be a GUID")));
+        }
+    }
+    if p.on("use-saved-key") && p.nonempty("private-key").is_none() {
+        // The fake has no `azcmagent genkey`, so there is never a saved key.
+        return Err(fail(
+            104,
+            "Failed to read the private key: no saved key (run `azcmagent genkey` first)",
+        ));
+    }
+    let key_text = p.get("private-key").unwrap_or_default().trim().to_string();
+    let key = read_private_key(&key_text)?;
+    register_private_key(&key_text, &key);
+
+    let _lock = ctx.lock()?;
+    let mut state = ctx.state()?;
+    if state.connected {
+        return Err(fail(
+            67,
+            format!("Machine is already connected (resource {}). Run `azcmagent disconnect` to disconnect it first", state.resource_id),
+        ));
+    }
+    let id = store::machine_id(&sub, &rg, &name);
+    out.info("Connecting machine to an existing Azure resource... This might take a few minutes.");
+    out.line(&format!(
+        "  INFO    Using existing resource in Azure...           Resource ID={id}"
+    ));
+    let existing = ctx
+        .azure
+        .get_machine(&sub, &rg, &name)
+        .map_err(|e| io_fail(42, "Failed to AzcmagentConnect ARM resource", e))?;
+    let Some(machine) = existing else {
+        return Err(fail(
+            42,
+            format!("Failed to AzcmagentConnect ARM resource: The Resource 'Microsoft.HybridCompute/machines/{name}' under resource group '{rg}' was not found. Code=\"ResourceNotFound\" Status Code=404"),
+        ));
+    };
+    if !machine.properties.vm_id.eq_ignore_ascii_case(&vmid) {
+        return Err(fail(
+            42,
+            format!("Failed to AzcmagentConnect ARM resource: --vmid {vmid} is not the vmId of {id}. Code=\"BadRequest\" HttpStatusCode:400"),
+        ));
+    }
+    let vm_uuid = ctx.vm_uuid();
+    if machine.properties.status == "Connected"
+        && !machine.properties.vm_uuid.is_empty()
+        && !machine.properties.vm_uuid.eq_ignore_ascii_case(&vm_uuid)
+    {
+        return Err(fail(
+            44,
+            format!("A resource with the same name already exists in Azure: {id} (another machine is connected to it)"),
+        ));
+    }
+    let stored_key = machine
+        .properties
+        .extra
+        .get("clientPublicKey")
+        .and_then(Value::as_str)
+        .unwrap_or_default();
+    let ours = key
+        .to_public_key()
+        .to_pkcs1_der()
+        .map_err(|e| fail(103, format!("Failed to create RSA keys: {e}")))?;
+    let theirs = base64::engine::general_purpose::STANDARD
+        .decode(stored_key)
+        .unwrap_or_default();
+    if theirs != ours.as_bytes() {
+        // UNCONFIRMED what the real agent says; it cannot prove the key the resource names.
+        return Err(fail(
+            104,
+            format!(
+                "Failed to read the private key: it does not match the clientPublicKey of {id}"
+            ),
+        ));
+    }
+    drop(key);
+    let version = ctx.version();
+    let now = store::rfc3339(jwt::now_unix());
+    ctx.azure
+        .update_machine(&sub, &rg, &name, |m| {
+            m.properties.status = "Connected".into();
+            m.properties.vm_uuid = vm_uuid.clone();
+            m.properties.agent_version = version.clone();
+            m.properties
+                .extra
+                .insert("lastStatusChange".into(), now.clone().into());
+            m.tenant_id = tenant.clone();
+        })
+        .map_err(|e| io_fail(42, "Failed to AzcmagentConnect ARM resource", e))?;
+    state = AgentState {
+        connected: true,
+        resource_name: name,
+        resource_group: rg,
+        subscription_id: sub,
+        tenant_id: tenant.clone(),
+        location,
+        cloud: cloud.to_string(),
+        resource_id: id.clone(),
+        vm_uuid,
+        vm_id: vmid.to_lowercase(),
+        correlation_id: p
+            .get("correlation-id")
+            .map(str::to_string)
+            .unwrap_or_else(store::new_guid),
+        tags: machine.tags.clone(),
+        last_heartbeat: now,
+        agent_version: version,
+        settings: state.settings,
+        ..Default::default()
+    };
+    ctx.save_state(&state)?;
+    out.line("  INFO    Connected machine to Azure");
+    out.info(&format!(
+        "Machine overview page: {}/#@{tenant}/resource{id}/overview",
+        portal(cloud)
+    ));
+    out.success_json("Connected machine to Azure");
+    Ok(())
+}
+
+// ---------------------------------------------------------------------------------------------
 // disconnect
 
 fn cmd_disconnect(ctx: &Ctx, mut p: Parsed, out: &Out) -> R<()> {
@@ -1860,6 +2109,9 @@ fn help(cmd: Option<&str>) {
         Some("connect") => println!(
             "Connects this machine to Azure Arc\n\nUsage:\n  azcmagent connect [authentication] --subscription-id [subscription] --resource-group [resourcegroup] --location [region] [flags]\n\nFlags:\n      --access-token string   Microsoft Entra access token used to create the Azure Arc-enabled server resource\n  -g, --resource-group string\n  -l, --location string\n  -n, --resource-name string\n  -s, --subscription-id string\n  -t, --tenant-id string\n      --cloud string\n      --correlation-id string\n      --tags string\n      --private-link-scope string\n      --gateway-id string\n  -i, --service-principal-id string\n  -p, --service-principal-secret string\n      --use-device-code\n\nGlobal Flags:\n      --config string   config file (JSON or YAML; keys are option names)\n  -h, --help\n  -j, --json\n      --log-stderr\n      --no-color\n  -v, --verbose"
         ),
+        Some("connect existing") => println!(
+            "Connects this machine to an existing Azure Arc resource created with its public key\n\nUsage:\n  azcmagent connect existing --private-key [key] --vmid [guid] --subscription-id [subscription] --resource-group [resourcegroup] --resource-name [name] --location [region] --tenant-id [tenant] [flags]\n\nFlags:\n      --private-key string   base64 PKCS#1 RSA private key matching the resource's clientPublicKey\n      --vmid string\n  -g, --resource-group string\n  -l, --location string\n  -n, --resource-name string\n  -s, --subscription-id string\n  -t, --tenant-id string\n      --cloud string\n      --correlation-id string\n      --use-saved-key\n\nGlobal Flags:\n      --config string   config file (JSON or YAML; keys are option names)\n  -h, --help\n  -j, --json\n      --log-stderr\n      --no-color\n  -v, --verbose"
+        ),
         Some(c) => println!("Usage:\n  azcmagent {c} [flags]\n\nGlobal Flags:\n      --config string\n  -h, --help\n  -j, --json\n      --log-stderr\n      --no-color\n  -v, --verbose"),
         None => println!(
             "Azure Connected Machine Agent (fake)\n\nUsage:\n  azcmagent [command]\n\nAvailable Commands:\n  check       Run network connectivity checks\n  config      Change configuration settings for this machine\n  connect     Connects this machine to Azure Arc\n  disconnect  Disconnects this machine from Azure Arc\n  help        Help about any command\n  show        Gets machine metadata and Agent status\n  version     Display the agent version\n\nFlags:\n  -h, --help   help for azcmagent\n\nUse \"azcmagent [command] --help\" for more information about a command."
@@ -1877,6 +2129,31 @@ fn run(ctx: &Ctx, args: &[String], out: &mut Out) -> R<()> {
         help(None);
         return Ok(());
     };
+    let mut rest: Vec<String> = args[..ci].to_vec();
+    rest.extend(args[ci + 1..].iter().cloned());
+    if cmd == "connect" {
+        // `connect existing`: cobra finds the subcommand among the positionals; a flag unknown to
+        // `existing` is an error there even if plain `connect` knows it.
+        let existing = parse_args(&rest, CONNECT_EXISTING);
+        let plain_pos = parse_args(&rest, CONNECT)
+            .map(|p| p.pos)
+            .unwrap_or_default();
+        let is_existing = match &existing {
+            Ok(p) => p.pos.first().map(String::as_str) == Some("existing"),
+            Err(_) => plain_pos.first().map(String::as_str) == Some("existing"),
+        };
+        if is_existing {
+            let mut p = existing?;
+            p.pos.remove(0);
+            out.json = p.on("json");
+            out.log_stderr = p.on("log-stderr");
+            if p.on("help") {
+                help(Some("connect existing"));
+                return Ok(());
+            }
+            return cmd_connect_existing(ctx, p, out);
+        }
+    }
     let spec: &[Flag] = match cmd.as_str() {
         "connect" => CONNECT,
         "disconnect" => DISCONNECT,
@@ -1893,8 +2170,6 @@ fn run(ctx: &Ctx, args: &[String], out: &mut Out) -> R<()> {
             ))
         }
     };
-    let mut rest: Vec<String> = args[..ci].to_vec();
-    rest.extend(args[ci + 1..].iter().cloned());
     let p = parse_args(&rest, spec)?;
     out.json = p.on("json");
     out.log_stderr = p.on("log-stderr");
