@@ -4,8 +4,8 @@
 
 pub mod arm;
 pub mod http;
-pub mod pacing;
 pub mod machines;
+pub mod pacing;
 pub mod proxy;
 pub mod proxy_url;
 pub mod tls_probe;

@@ -9,8 +9,8 @@
 //! Here: the `Settings` and their types; `resolve` (precedence), `file` (the config file),
 //! `validate` (single values), `template` (the resource-name template).
 
-mod federation;
 mod enroll_path;
+mod federation;
 mod file;
 mod resolve;
 mod template;
