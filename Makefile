@@ -14,9 +14,12 @@ setup-musl:
 	@rustup target list --installed 2>/dev/null | grep -qx $(TARGET) || rustup target add $(TARGET)
 	@command -v musl-gcc >/dev/null || { echo "installing musl-tools"; (apt-get update -qq || true) && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq musl-tools; }
 
-## Test prerequisites: tinyproxy (a real HTTP proxy for the proxy tests).
+## Test prerequisites: tinyproxy (a real HTTP proxy for the proxy tests), curl (tests/ecosystem.rs
+## compares the proxy rules with a real curl), openssl (a negative-serial certificate at test time).
 setup-test:
 	@command -v tinyproxy >/dev/null || [ -x /usr/sbin/tinyproxy ] || { echo "installing tinyproxy"; (apt-get update -qq || true) && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq tinyproxy; }
+	@command -v curl >/dev/null || { echo "installing curl"; (apt-get update -qq || true) && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq curl; }
+	@command -v openssl >/dev/null || { echo "installing openssl"; (apt-get update -qq || true) && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq openssl; }
 
 ## Static, stripped, LTO release binary.
 build: setup-musl
@@ -45,7 +48,7 @@ fmt:
 clean:
 	$(CARGO) clean
 
-## ---- Release: static x86_64 and aarch64 binaries, .debs, SHA256SUMS under dist/ ----
+## ---- Release: static x86_64 and aarch64 binaries, .debs, .rpms, SHA256SUMS under dist/ ----
 AARCH64 := aarch64-unknown-linux-musl
 VERSION := $(shell sed -n 's/^version = "\(.*\)"/\1/p' Cargo.toml | head -1)
 CARGO_OUT := $(or $(CARGO_TARGET_DIR),target)
@@ -62,18 +65,23 @@ AARCH64_ENV := CARGO_TARGET_AARCH64_UNKNOWN_LINUX_MUSL_LINKER=aarch64-linux-gnu-
 EMULATION_SLOWDOWN ?= 10
 QEMU_AARCH64 = $(shell command -v qemu-aarch64 || command -v qemu-aarch64-static)
 
-.PHONY: release test-release setup-aarch64 setup-qemu
+.PHONY: release test-release setup-aarch64 setup-qemu setup-rpm rpm-test
 
 ## The aarch64 musl target and the cross compiler/linker (idempotent).
 setup-aarch64:
 	@rustup target list --installed 2>/dev/null | grep -qx $(AARCH64) || rustup target add $(AARCH64)
 	@command -v aarch64-linux-gnu-gcc >/dev/null || { echo "installing gcc-aarch64-linux-gnu"; (apt-get update -qq || true) && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq gcc-aarch64-linux-gnu; }
 
+## rpmbuild and rpmlint for the .rpm files (Debian's rpm and rpmlint packages).
+setup-rpm:
+	@command -v rpmbuild >/dev/null || { echo "installing rpm"; (apt-get update -qq || true) && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends rpm; }
+	@command -v rpmlint >/dev/null || { echo "installing rpmlint"; (apt-get update -qq || true) && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends rpmlint; }
+
 ## qemu-aarch64 (user-mode emulation) to run the aarch64 binary on this machine.
 setup-qemu:
 	@command -v qemu-aarch64 >/dev/null || command -v qemu-aarch64-static >/dev/null || { echo "installing qemu-user"; (apt-get update -qq || true) && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq qemu-user; }
 
-release: setup-musl setup-aarch64 assets
+release: setup-musl setup-aarch64 setup-rpm assets
 	$(CARGO) build --release --locked --target $(TARGET) --bin arc-enroll
 	$(AARCH64_ENV) $(CARGO) build --release --locked --target $(AARCH64) --bin arc-enroll
 	rm -rf $(DIST) && mkdir -p $(DIST)
@@ -85,9 +93,17 @@ release: setup-musl setup-aarch64 assets
 	done
 	bash packaging/build-deb.sh $(DIST_X86) $(ASSETS_DIR) $(DIST) amd64
 	bash packaging/build-deb.sh $(DIST_ARM) $(ASSETS_DIR) $(DIST) arm64
-	cd $(DIST) && sha256sum arc-enroll-$(VERSION)-*-linux arc-enroll_$(VERSION)_*.deb > SHA256SUMS && sha256sum -c --quiet SHA256SUMS
+	bash packaging/build-rpm.sh $(DIST_X86) $(ASSETS_DIR) $(DIST) x86_64
+	bash packaging/build-rpm.sh $(DIST_ARM) $(ASSETS_DIR) $(DIST) aarch64
+	bash packaging/rpm-test.sh $(DIST)/arc-enroll-$(VERSION)-1.x86_64.rpm $(DIST)/arc-enroll-$(VERSION)-1.aarch64.rpm
+	cd $(DIST) && sha256sum arc-enroll-$(VERSION)-*-linux arc-enroll_$(VERSION)_*.deb arc-enroll-$(VERSION)-1.*.rpm > SHA256SUMS && sha256sum -c --quiet SHA256SUMS
+	@n=$$(wc -l < $(DIST)/SHA256SUMS); [ "$$n" = 6 ] || { echo "SHA256SUMS has $$n lines, want 6 (2 binaries, 2 .debs, 2 .rpms)"; exit 1; }
 	@cd $(DIST) && ls -l && cat SHA256SUMS
 	@command -v file >/dev/null && file $(DIST_X86) $(DIST_ARM) || true
+
+## Inspect the .rpm files in dist/ again (make release runs this too): rpm -qip/-qlp, payload, rpmlint.
+rpm-test: setup-rpm
+	bash packaging/rpm-test.sh $(DIST)/arc-enroll-$(VERSION)-1.x86_64.rpm $(DIST)/arc-enroll-$(VERSION)-1.aarch64.rpm
 
 ## The binary tests (every tests/*.rs) against the dist/ aarch64 binary under qemu-aarch64; the
 ## fakes and the test harness stay native. Not part of `make test`, which stays fast.
@@ -169,11 +185,15 @@ setup-e2e:
 	@bash tests/e2e/setup-host.sh e2e
 
 ## Boot a real Debian VM (QEMU TCG) with cloud-init and the .deb, enroll it through a real proxy
-## against a fake IMDS and a fake agent, then boot a clone and check it enrolls as itself.
+## against a fake IMDS and a fake agent, then boot clones and check each enrolls as itself; once
+## per Debian suite (bookworm: cloud-init 22.4, systemd 252; trixie: cloud-init 25.1, systemd 257),
+## the suites in parallel (E2E_MODE=sequential to run one after the other).
+E2E_SUITES ?= bookworm trixie
+E2E_MODE ?= parallel
 e2e: deb deb-test setup-e2e
 	$(CARGO) build --locked --release --target $(TARGET) -p arc-enroll-fakes --bin fake-azcmagent
 	$(CARGO) build --locked -p arc-enroll-fakes --bin fake-imds
-	bash tests/e2e/run.sh --deb $$(ls $(DEB_DIR)/arc-enroll_*_amd64.deb | head -1) \
+	bash tests/e2e/suites.sh "$(E2E_SUITES)" $(E2E_MODE) --deb $$(ls $(DEB_DIR)/arc-enroll_*_amd64.deb | head -1) \
 	  --fake-agent $(FAKE_AGENT_MUSL) --fake-imds $(FAKE_IMDS_BIN) --arc-enroll $(RELEASE_BIN)
 
 ## ---- Issue 18: the Ansible role (examples/ansible) against three local hosts and the fakes ----

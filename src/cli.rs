@@ -117,7 +117,7 @@ pub struct Opts {
         help_heading = "Target"
     )]
     pub tags: Option<String>,
-    /// AzureCloud, AzureUSGovernment or AzureChinaCloud [default: AzureCloud]
+    /// AzureCloud, AzureUSGovernment, AzureChinaCloud or Azure.Local [default: AzureCloud]
     #[arg(
         long,
         global = true,
@@ -174,6 +174,9 @@ pub struct Opts {
     /// Turn on the agent's automatic upgrade (preview)
     #[arg(long, global = true, env = "ARC_ENROLL_ENABLE_AUTOMATIC_UPGRADE", value_name = "BOOL", num_args = 0..=1, default_missing_value = "true", help_heading = "Target")]
     pub enable_automatic_upgrade: Option<String>,
+    /// On AWS, have the agent use the EC2 hostname (agent >= 1.62)
+    #[arg(long, global = true, env = "ARC_ENROLL_USE_AWS_EC2_HOSTNAME", value_name = "BOOL", num_args = 0..=1, default_missing_value = "true", help_heading = "Target")]
+    pub use_aws_ec2_hostname: Option<String>,
 
     /// User-assigned identity by resource id [default: system-assigned]
     #[arg(

@@ -214,8 +214,13 @@ fn check_names_an_untrusted_certificate() {
         w.arm.url()
     ));
     r.out_has("TLS failed");
-    r.out_has("not trusted (UnknownIssuer: its issuer is not in this machine's CA store");
-    r.out_has("not issued by a CA this machine trusts");
+    // The trust store in effect is SSL_CERT_FILE (the test CA), not the system store; the
+    // presented issuer is named (seen through the same proxy).
+    r.out_has("not trusted (UnknownIssuer: its issuer is not in SSL_CERT_FILE (");
+    r.out_has(&format!(
+        "(issued by \"CN={}\") is not issued by a CA in SSL_CERT_FILE",
+        arc_enroll_fakes::arm::UNTRUSTED_CA_NAME
+    ));
     w.assert_proxied();
 }
 
@@ -423,12 +428,15 @@ fn the_token_never_reaches_the_log_or_the_arm_record() {
 // --install-agent
 
 const INSTALLER: &str = r#"#!/bin/bash
-# A stand-in for install_linux_azcmagent.sh (FACTS §4.2): takes -p/--proxy, installs "the agent".
+# A stand-in for install_linux_azcmagent.sh (FACTS §4.2): takes -p/--proxy and -o/--output,
+# installs "the agent"; on failure it writes the code to --output as the real one does.
 set -e
 proxy=""
+output=""
 while [ $# -gt 0 ]; do
   case "$1" in
     -p|--proxy) proxy="$2"; shift 2 ;;
+    -o|--output) output="$2"; shift 2 ;;
     *) echo "unknown argument $1"; exit 1 ;;
   esac
 done
@@ -436,6 +444,7 @@ done
 if [ -n "$INSTALL_FAIL" ]; then
   echo "Installing azcmagent"
   echo "FATAL: failed to install the package (AZCM0143)"
+  [ -n "$output" ] && echo '{"status":"failed","error":{"code":"AZCM0143","message":"failed to install the package"}}' > "$output"
   exit 1
 fi
 mkdir -p "$(dirname "$INSTALL_TARGET")"

@@ -312,8 +312,9 @@ fn rows() -> Vec<Row> {
             .expect(
                 0,
                 &[
-                    "the proxy refused or failed the CONNECT (proxy server responded 403",
-                    "the agent will tell",
+                    "the proxy answered CONNECT with HTTP 403 (Forbidden)",
+                    "allow CONNECT to",
+                    "will likely fail next",
                 ],
                 Enrolled,
             )
@@ -324,9 +325,9 @@ fn rows() -> Vec<Row> {
             .expect(
                 0,
                 &[
-                    "responded 407",
-                    "the proxy requires authentication",
-                    "the agent will tell",
+                    "answered CONNECT with HTTP 407",
+                    "requires authentication: put user:password in the proxy URL",
+                    "will likely fail next",
                 ],
                 Enrolled,
             ),

@@ -18,6 +18,7 @@ pub struct Target {
     pub correlation_id: Option<String>,
     pub gateway_id: Option<String>,
     pub enable_automatic_upgrade: bool,
+    pub use_aws_ec2_hostname: bool,
 }
 
 impl Target {
@@ -74,6 +75,9 @@ pub fn connect_args(t: &Target) -> Vec<String> {
     }
     if t.enable_automatic_upgrade {
         a.push("--enable-automatic-upgrade".into());
+    }
+    if t.use_aws_ec2_hostname {
+        a.push("--use-aws-ec2-hostname".into());
     }
     a
 }

@@ -207,7 +207,14 @@ fn run_installer(settings: &Settings, http: &Http, deadline: &Deadline) -> Resul
         &settings.proxy,
         &settings.arm_endpoint.value,
     );
-    let mut args = vec![path.display().to_string()];
+    // The installer writes its failure code to --output (FACTS §4.2: the process exit code is
+    // always 1; the AZCMnnnn code only appears there and in its output).
+    let result_file = dir.0.join("install-result.json");
+    let mut args = vec![
+        path.display().to_string(),
+        "--output".into(),
+        result_file.display().to_string(),
+    ];
     if let Route::Via { proxy, .. } = settings.proxy.route(&settings.arm_endpoint.value) {
         if proxy.password().is_some_and(|p| !p.is_empty()) {
             // On the command line the password would be in the process table; the installer's
@@ -223,21 +230,104 @@ fn run_installer(settings: &Settings, http: &Http, deadline: &Deadline) -> Resul
     }
     log::info!("--install-agent: running the installer (its output follows, prefixed azcmagent:)");
     let out = runner.run(&args, deadline, INSTALLER_RUN_TIMEOUT, &[])?;
+    let result = std::fs::read_to_string(&result_file).unwrap_or_default();
     drop(dir);
     if out.code != Some(0) {
+        let code = installer_code(&result, &out.tail);
+        let (what, advice) = match code.as_deref().and_then(installer_code_meaning) {
+            Some((meaning, advice)) => (
+                format!(" with {}: {meaning}", code.as_deref().unwrap_or_default()),
+                advice.to_string(),
+            ),
+            None => (
+                code.as_deref()
+                    .map(|c| format!(" with {c}"))
+                    .unwrap_or_default(),
+                "see the installer's AZCMnnnn code in its output; it needs systemctl, a supported \
+                 distribution and outbound access to packages.microsoft.com, and refuses Azure VMs \
+                 unless MSFT_ARC_TEST=true"
+                    .into(),
+            ),
+        };
         return Err(Error::Agent {
             detail: format!(
-                "the agent installer from {url} failed ({}); its last lines:\n{}",
+                "the agent installer from {url} failed ({}){what}; its last lines:\n{}",
                 describe_end(&out),
                 out.tail_text()
             ),
-            advice: "see the installer's AZCMnnnn code in its output; it needs systemctl, a supported \
-                     distribution and outbound access to packages.microsoft.com, and refuses Azure VMs \
-                     unless MSFT_ARC_TEST=true"
-                .into(),
+            advice,
         });
     }
     Ok(())
+}
+
+/// The installer's AZCMnnnn code: from its `--output` JSON (`{"error":{"code":"AZCM0145"}}`),
+/// else the last one in its output.
+fn installer_code(result_json: &str, tail: &[String]) -> Option<String> {
+    let from_json = serde_json::from_str::<serde_json::Value>(result_json)
+        .ok()
+        .and_then(|v| v["error"]["code"].as_str().map(str::to_string))
+        .filter(|c| is_azcm_code(c));
+    from_json.or_else(|| {
+        tail.iter().rev().find_map(|l| {
+            l.match_indices("AZCM")
+                .map(|(i, _)| &l[i..])
+                .filter_map(|s| s.get(..8))
+                .find(|c| is_azcm_code(c))
+                .map(str::to_string)
+        })
+    })
+}
+
+fn is_azcm_code(c: &str) -> bool {
+    c.len() == 8 && c.starts_with("AZCM") && c[4..].bytes().all(|b| b.is_ascii_digit())
+}
+
+/// What the installer's codes mean (FACTS §4.2, §13: the installer's 2026-07 table) and what to do.
+pub fn installer_code_meaning(code: &str) -> Option<(&'static str, &'static str)> {
+    Some(match code {
+        "AZCM0130" => (
+            "systemctl is missing: the agent needs systemd",
+            "install the agent on a systemd-based image (the agent runs as systemd services)",
+        ),
+        "AZCM0131" | "AZCM0133" => (
+            "the distribution could not be detected or is not supported by the agent",
+            "check the agent's supported operating systems; install it in the image from a package if yours is supported",
+        ),
+        "AZCM0132" => (
+            "this CPU architecture is not supported (the agent supports x86_64 and aarch64)",
+            "use an x86_64 or aarch64 image",
+        ),
+        "AZCM0141" => (
+            "the installer refuses to install on an Azure VM (it found IMDS at 169.254.169.254)",
+            "an Azure VM is managed by Azure itself, not through Arc; for tests set MSFT_ARC_TEST=true in systemd's environment (systemctl set-environment MSFT_ARC_TEST=true)",
+        ),
+        "AZCM0143" => (
+            "installing the azcmagent package failed",
+            "see the package manager's messages in the installer's output above",
+        ),
+        "AZCM0145" => (
+            "the apt/dpkg lock was held for more than 5 minutes (another install or unattended-upgrades is running)",
+            "wait for the other package operation to finish (or install the agent in the image), then run arc-enroll again",
+        ),
+        "AZCM0146" => (
+            "the packages.microsoft.com repository configuration could not be downloaded",
+            "allow packages.microsoft.com through the proxy/firewall (`arc-enroll check`), then run arc-enroll again",
+        ),
+        "AZCM0147" => (
+            "the requested agent version (--desiredversion) was not found in the repository",
+            "ask for a version that packages.microsoft.com has, or leave the version out for the latest",
+        ),
+        "AZCM0150" => (
+            "the agent installation failed",
+            "see the installer's output above",
+        ),
+        "AZCM0157" => (
+            "curl was not permitted to write its download (a permission problem in the temporary directory)",
+            "run as root with a writable TMPDIR (check noexec/permissions of /tmp), then run arc-enroll again",
+        ),
+        _ => return None,
+    })
 }
 
 /// The agent the installation put in place, checked with `azcmagent version`.

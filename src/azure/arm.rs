@@ -54,8 +54,11 @@ pub enum Read<T> {
     Ok(T),
     /// 401/403: the token cannot read this; the detail carries ARM's error code and message.
     Denied(String),
-    /// No usable answer (network, TLS, proxy, persistent 429/5xx, unexpected reply).
+    /// No usable answer (network, persistent 429/5xx, unexpected reply).
     Unavailable(String),
+    /// The proxy refused the CONNECT (e.g. 407) or TLS failed (a certificate not trusted): the
+    /// agent goes the same way, so it will likely fail the same way. The text says what to do.
+    Refused(String),
 }
 
 /// One `Microsoft.Authorization/permissions` entry.
@@ -118,6 +121,7 @@ impl<'a> Arm<'a> {
             Read::Ok((status, body)) => Read::Unavailable(unexpected(status, &body)),
             Read::Denied(d) => Read::Denied(d),
             Read::Unavailable(u) => Read::Unavailable(u),
+            Read::Refused(r) => Read::Refused(r),
         })
     }
 
@@ -159,6 +163,7 @@ impl<'a> Arm<'a> {
             Read::Ok((status, body)) => Read::Unavailable(unexpected(status, &body)),
             Read::Denied(d) => Read::Denied(d),
             Read::Unavailable(u) => Read::Unavailable(u),
+            Read::Refused(r) => Read::Refused(r),
         })
     }
 
@@ -182,6 +187,7 @@ impl<'a> Arm<'a> {
             Read::Ok((status, body)) => Read::Unavailable(unexpected(status, &body)),
             Read::Denied(d) => Read::Denied(d),
             Read::Unavailable(u) => Read::Unavailable(u),
+            Read::Refused(r) => Read::Refused(r),
         })
     }
 
@@ -247,7 +253,12 @@ impl<'a> Arm<'a> {
                         }
                         Class::Other => Attempt::Done(Read::Ok((r.status, r.body))),
                     },
-                    Err(f) => Attempt::Done(Read::Unavailable(describe_failure(&f))),
+                    Err(f) => Attempt::Done(match refusal_advice(&f) {
+                        Some(advice) => {
+                            Read::Refused(format!("{}; {advice}", describe_failure(&f)))
+                        }
+                        None => Read::Unavailable(describe_failure(&f)),
+                    }),
                 }
             },
             |last| Error::Deadline {
@@ -289,7 +300,8 @@ pub fn describe_failure(f: &Failure) -> String {
             if m.contains("UnknownIssuer") {
                 format!(
                     "TLS failed: the server's certificate is not trusted (UnknownIssuer: its issuer is not \
-                     in this machine's CA store; {m})"
+                     in {}; {m})",
+                    crate::azure::http::TrustStore::current().describe()
                 )
             } else {
                 format!("TLS failed: {m}")
@@ -298,7 +310,23 @@ pub fn describe_failure(f: &Failure) -> String {
         Failure::Proxy(m) => {
             format!("the proxy refused or failed the CONNECT ({m}); allow the host at the proxy")
         }
+        // The advice goes with the finding (check) or the warning (connect), once.
+        Failure::ProxyStatus { code, .. } => crate::azure::http::proxy_status_text(*code),
         other => other.to_string(),
+    }
+}
+
+/// For a proxy refusal or a TLS failure: what to do (the agent would hit the same wall).
+fn refusal_advice(f: &Failure) -> Option<String> {
+    if is_tls_failure(f) {
+        return Some(format!(
+            "if a proxy inspects TLS, {}",
+            crate::azure::http::TrustStore::current().add_ca_advice()
+        ));
+    }
+    match f {
+        Failure::ProxyStatus { advice, .. } if !advice.is_empty() => Some(advice.clone()),
+        _ => None,
     }
 }
 

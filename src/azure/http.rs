@@ -12,7 +12,8 @@ use rustls_pki_types::CertificateDer;
 use ureq::tls::{Certificate, RootCerts, TlsConfig};
 use ureq::Agent;
 
-use crate::azure::proxy::{ProxyConfig, ProxyUrl, Route};
+use crate::azure::proxy::{split_url, ProxyConfig, ProxyUrl, Route};
+pub use crate::azure::trust::TrustStore;
 
 /// Responses larger than this are cut off (IMDS and ARM answers are a few KiB).
 const MAX_BODY_BYTES: u64 = 4 << 20;
@@ -20,13 +21,13 @@ const USER_AGENT: &str = concat!("arc-enroll/", env!("CARGO_PKG_VERSION"));
 
 /// Where the system's CA certificates are looked for when neither SSL_CERT_FILE nor SSL_CERT_DIR
 /// is set (Debian/Ubuntu, RHEL/Fedora, SUSE, Alpine).
-const CA_BUNDLES: &[&str] = &[
+pub(crate) const CA_BUNDLES: &[&str] = &[
     "/etc/ssl/certs/ca-certificates.crt",
     "/etc/pki/tls/certs/ca-bundle.crt",
     "/etc/ssl/ca-bundle.pem",
     "/etc/ssl/cert.pem",
 ];
-const CA_DIRS: &[&str] = &["/etc/ssl/certs"];
+pub(crate) const CA_DIRS: &[&str] = &["/etc/ssl/certs"];
 
 /// A response: status, `Retry-After` (parsed), ARM's `x-ms-ratelimit-remaining-*` headers
 /// (lower-case names), `Location` (long-running operations), and the body as text.
@@ -46,6 +47,13 @@ pub enum Failure {
     Connect(String),
     Tls(String),
     Proxy(String),
+    /// The proxy answered CONNECT with this HTTP status (407 asks for credentials; tinyproxy
+    /// answers 401 to credentials it rejects; 403 and others refuse the destination), and what to
+    /// do about it for this proxy and destination (`proxy_refusal_advice`).
+    ProxyStatus {
+        code: u16,
+        advice: String,
+    },
     Other(String),
     /// SIGTERM/SIGINT arrived while waiting for the answer.
     Interrupted(&'static str),
@@ -58,6 +66,13 @@ impl std::fmt::Display for Failure {
             Failure::Connect(m) => write!(f, "connection failed ({m})"),
             Failure::Tls(m) => write!(f, "TLS failed ({m})"),
             Failure::Proxy(m) => write!(f, "proxy failed ({m})"),
+            Failure::ProxyStatus { code, advice } => {
+                write!(f, "{}", proxy_status_text(*code))?;
+                if !advice.is_empty() {
+                    write!(f, ": {advice}")?;
+                }
+                Ok(())
+            }
             Failure::Other(m) => write!(f, "{m}"),
             Failure::Interrupted(sig) => write!(f, "interrupted by {sig}"),
         }
@@ -177,7 +192,7 @@ impl Http {
                 interruptible(move || finish(req.send(b)))
             }
         };
-        result
+        result.map_err(|f| self.explain(url, f))
     }
 
     /// Download to bytes (the agent installer), through the proxy.
@@ -204,6 +219,23 @@ impl Http {
                 .map_err(classify)?;
             Ok((status, bytes))
         })
+        .map_err(|f| self.explain(url, f))
+    }
+
+    /// A CONNECT refusal gets the advice for this URL's proxy and destination.
+    fn explain(&self, url: &str, f: Failure) -> Failure {
+        match f {
+            Failure::ProxyStatus { code, advice } if advice.is_empty() => {
+                let advice = match (self.proxy.route(url), split_url(url)) {
+                    (Route::Via { proxy, .. }, Some((_, host, port))) => {
+                        proxy_refusal_advice(code, &proxy, &host, port)
+                    }
+                    _ => String::new(),
+                };
+                Failure::ProxyStatus { code, advice }
+            }
+            other => other,
+        }
     }
 
     fn agent_for(&self, url: &str) -> Result<Agent, Failure> {
@@ -373,10 +405,14 @@ fn classify(e: ureq::Error) -> Failure {
         },
         E::Tls(m) => Failure::Tls(m.to_string()),
         E::Rustls(r) => Failure::Tls(describe_rustls(&r)),
-        E::ConnectProxyFailed(m) if m.contains("407") => Failure::Proxy(format!(
-            "{m}: the proxy requires authentication; put user:password in the proxy URL (http://user:password@host:port)"
-        )),
-        E::ConnectProxyFailed(m) => Failure::Proxy(m),
+        // ureq says "proxy server responded 407/407" (the code twice): keep the code only.
+        E::ConnectProxyFailed(m) => match connect_status(&m) {
+            Some(code) => Failure::ProxyStatus {
+                code,
+                advice: String::new(),
+            },
+            None => Failure::Proxy(m),
+        },
         E::Protocol(p) => Failure::Connect(format!("malformed HTTP answer ({p})")),
         E::RequireHttpsOnly(to) => Failure::Other(format!(
             "refused to follow a redirect to {}: it leaves https (the request carries a token or \
@@ -388,12 +424,70 @@ fn classify(e: ureq::Error) -> Failure {
     }
 }
 
+/// "the proxy answered CONNECT with HTTP 407 (Proxy Authentication Required)".
+pub fn proxy_status_text(code: u16) -> String {
+    format!(
+        "the proxy answered CONNECT with HTTP {code}{}",
+        status_reason(code)
+    )
+}
+
+/// The status code in ureq's "proxy server responded 407/407".
+fn connect_status(m: &str) -> Option<u16> {
+    let rest = m.split("responded ").nth(1)?;
+    let code: String = rest.chars().take_while(|c| c.is_ascii_digit()).collect();
+    code.parse().ok().filter(|c| (100..600).contains(c))
+}
+
+/// " (Reason Phrase)" for the statuses a proxy gives to CONNECT.
+fn status_reason(code: u16) -> &'static str {
+    match code {
+        400 => " (Bad Request)",
+        401 => " (Unauthorized)",
+        403 => " (Forbidden)",
+        404 => " (Not Found)",
+        405 => " (Method Not Allowed)",
+        407 => " (Proxy Authentication Required)",
+        502 => " (Bad Gateway)",
+        503 => " (Service Unavailable)",
+        504 => " (Gateway Timeout)",
+        _ => "",
+    }
+}
+
+/// What to do when the proxy `p` answered CONNECT to `host:port` with `code`: credentials for
+/// 407/401 (asked for, or rejected when the proxy URL already carries them), else allowing the
+/// destination.
+pub fn proxy_refusal_advice(code: u16, p: &ProxyUrl, host: &str, port: u16) -> String {
+    let target = if host.contains(':') {
+        format!("[{host}]:{port}")
+    } else {
+        format!("{host}:{port}")
+    };
+    match (code, &p.user) {
+        (407 | 401, Some(user)) => format!(
+            "the proxy {p} rejected the credentials in the proxy URL (user {user}): check the user \
+             name and password (percent-encode @ : / in them) or ask the proxy's administrators \
+             whether this user may CONNECT to {target}"
+        ),
+        (407 | 401, None) => format!(
+            "the proxy {p} requires authentication: put user:password in the proxy URL \
+             (http://user:password@host:port)"
+        ),
+        _ => format!("allow CONNECT to {target} at the proxy {p}"),
+    }
+}
+
 fn describe_rustls(e: &rustls::Error) -> String {
     match e {
-        rustls::Error::InvalidCertificate(c) => format!(
-            "the server's certificate is not trusted ({c:?}); if a proxy inspects TLS, add its CA \
-             to the system store (update-ca-certificates) or point SSL_CERT_FILE at it"
-        ),
+        rustls::Error::InvalidCertificate(c) => {
+            let store = TrustStore::current();
+            format!(
+                "the server's certificate is not trusted by {} ({c:?}); if a proxy inspects TLS, {}",
+                store.describe(),
+                store.add_ca_advice()
+            )
+        }
         other => other.to_string(),
     }
 }
@@ -403,8 +497,38 @@ fn scrub(msg: &str, proxy: &ProxyUrl) -> String {
     proxy.scrub(msg)
 }
 
+/// The trusted CAs as a rustls root store (the same certificates every request trusts), for
+/// `tls_probe`.
+pub fn root_store() -> Result<Arc<rustls::RootCertStore>, String> {
+    let (certs, _) = load_roots()?;
+    let mut store = rustls::RootCertStore::empty();
+    store.add_parsable_certificates(
+        certs
+            .into_iter()
+            .map(|c| CertificateDer::from(c.der().to_vec())),
+    );
+    Ok(Arc::new(store))
+}
+
 /// The system CA store: SSL_CERT_FILE, else SSL_CERT_DIR, else the distribution's bundle.
 fn load_tls() -> Result<TlsConfig, String> {
+    let (certs, sources) = load_roots()?;
+    log::debug!(
+        "trusting {} CA certificates from {}",
+        certs.len(),
+        sources.join(", ")
+    );
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    Ok(TlsConfig::builder()
+        .root_certs(RootCerts::Specific(Arc::new(certs)))
+        .unversioned_rustls_crypto_provider(provider)
+        .build())
+}
+
+/// The trusted certificates and where they came from.
+type Roots = (Vec<Certificate<'static>>, Vec<String>);
+
+fn load_roots() -> Result<Roots, String> {
     let mut certs: Vec<Certificate<'static>> = Vec::new();
     let mut sources = Vec::new();
     // var_os: a non-UTF-8 path is still a path (and `var` would treat it as unset).
@@ -435,16 +559,7 @@ fn load_tls() -> Result<TlsConfig, String> {
             sources.join(", ")
         ));
     }
-    log::debug!(
-        "trusting {} CA certificates from {}",
-        certs.len(),
-        sources.join(", ")
-    );
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    Ok(TlsConfig::builder()
-        .root_certs(RootCerts::Specific(Arc::new(certs)))
-        .unversioned_rustls_crypto_provider(provider)
-        .build())
+    Ok((certs, sources))
 }
 
 /// The certificates in a PEM file (other sections and unreadable ones are skipped).

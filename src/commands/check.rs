@@ -14,8 +14,9 @@ use super::check_identity::{describe_claims, imds_reachable};
 use super::check_precreate::precreate_findings;
 use crate::agent::{self, Agent};
 use crate::azure::arm::{self, Arm, Read};
-use crate::azure::http::{Failure, Http};
+use crate::azure::http::{proxy_refusal_advice, Failure, Http, TrustStore};
 use crate::azure::proxy::Route;
+use crate::azure::tls_probe::presented;
 use crate::config::{render_resource_name, Settings};
 use crate::enroll::azure_checks::{conflict, role_advice, scope, Ownership};
 use crate::error::Error;
@@ -35,6 +36,8 @@ pub const IMDS_PROBE_TIMEOUT: Duration = Duration::from_secs(3);
 #[serde(rename_all = "UPPERCASE")]
 pub enum Status {
     Ok,
+    /// Works today, but something will likely break (not counted as a problem).
+    Warn,
     Problem,
     Skipped,
 }
@@ -43,6 +46,7 @@ impl Status {
     fn label(self) -> &'static str {
         match self {
             Status::Ok => "OK",
+            Status::Warn => "WARN",
             Status::Problem => "PROBLEM",
             Status::Skipped => "SKIPPED",
         }
@@ -303,24 +307,55 @@ fn probe(http: &Http, settings: &Settings, url: &str, timeout: Duration) -> Find
         Route::Via { proxy, rule } => (format!("via proxy {proxy} ({rule})"), Some(proxy)),
     };
     match http.request("GET", url, &[], None, timeout) {
-        Ok(r) => finding(
-            item,
-            Status::Ok,
-            format!("reachable {how}: HTTP {}", r.status),
-        ),
+        Ok(r) => {
+            let reachable = format!("reachable {how}: HTTP {}", r.status);
+            let https = url.to_ascii_lowercase().starts_with("https://");
+            let negative = https
+                .then(|| crate::azure::proxy::split_url(url))
+                .flatten()
+                .and_then(|(_, h, p)| presented(&h, p, proxy.as_ref(), timeout).map(|x| (h, x)))
+                .filter(|(_, x)| !x.negative_serials().is_empty());
+            match negative {
+                None => finding(item, Status::Ok, reachable),
+                Some((host, x)) => Finding {
+                    advice: Some(format!(
+                        "if a proxy inspects TLS, have its CA issue certificates with positive serial \
+                         numbers, or exempt {host} and the other Azure endpoints from inspection"
+                    )),
+                    ..finding(
+                        item,
+                        Status::Warn,
+                        format!(
+                            "{reachable}; but the certificate chain presented for {host} has a negative \
+                             serial number ({}): the agent rejects such certificates from February 2027",
+                            x.negative_serials().join("; ")
+                        ),
+                    )
+                },
+            }
+        }
         Err(f) => {
-            let host = crate::azure::proxy::split_url(url)
-                .map(|(_, h, _)| h)
-                .unwrap_or_else(|| url.to_string());
+            let (host, port) = crate::azure::proxy::split_url(url)
+                .map(|(_, h, p)| (h, p))
+                .unwrap_or_else(|| (url.to_string(), 443));
             let advice = match (&f, &proxy) {
-                (f, _) if arm::is_tls_failure(f) => format!(
-                    "the certificate presented for {host} is not issued by a CA this machine trusts; if a proxy \
-                     inspects TLS, add its CA to the system store (update-ca-certificates) or point SSL_CERT_FILE at \
-                     it, or exempt {host} from inspection"
-                ),
-                (Failure::Proxy(_), Some(p)) => {
-                    format!("allow CONNECT to {host}:443 at the proxy {p}")
+                (f, _) if arm::is_tls_failure(f) => {
+                    let store = TrustStore::current();
+                    let issuer = presented(&host, port, proxy.as_ref(), timeout)
+                        .and_then(|p| p.issuer().map(|i| format!(" (issued by \"{i}\")")))
+                        .unwrap_or_default();
+                    format!(
+                        "the certificate presented for {host}{issuer} is not issued by a CA in {}; if a \
+                         proxy inspects TLS, {}, or exempt {host} from inspection",
+                        store.describe(),
+                        store.add_ca_advice()
+                    )
                 }
+                (Failure::ProxyStatus { code, .. }, Some(p)) => {
+                    proxy_refusal_advice(*code, p, &host, port)
+                }
+                // Not an auth status: the advice is to allow CONNECT to the real host:port.
+                (Failure::Proxy(_), Some(p)) => proxy_refusal_advice(0, p, &host, port),
                 (_, Some(p)) => format!(
                     "the proxy {p} could not reach {host}: allow it at the proxy or fix its DNS/egress"
                 ),
@@ -394,7 +429,7 @@ fn azure_findings(
                 Status::Skipped,
                 format!("the token cannot read provider registrations ({d})"),
             ),
-            Read::Unavailable(u) => finding(item, Status::Skipped, format!("ARM did not answer: {u}")),
+            Read::Unavailable(u) | Read::Refused(u) => finding(item, Status::Skipped, format!("ARM did not answer: {u}")),
         });
     }
     let perms = arm.permissions(&sub, &rg, deadline)?;
@@ -422,7 +457,7 @@ fn azure_findings(
                 "the token cannot read its permissions on {scope} ({d}); connect relies on the agent's answer"
             ),
         ),
-        Read::Unavailable(u) => finding(
+        Read::Unavailable(u) | Read::Refused(u) => finding(
             "permissions",
             Status::Skipped,
             format!("ARM did not answer: {u}"),
@@ -458,7 +493,7 @@ fn azure_findings(
             Status::Skipped,
             format!("the token cannot read machines in {scope} ({d})"),
         ),
-        Read::Unavailable(u) => finding(item, Status::Skipped, format!("ARM did not answer: {u}")),
+        Read::Unavailable(u) | Read::Refused(u) => finding(item, Status::Skipped, format!("ARM did not answer: {u}")),
     });
     Ok(out)
 }

@@ -79,7 +79,7 @@ pub(super) fn precreate_findings(
             format!("{vm} was not found: {u}"),
             "check --nexus-vm-id (az networkcloud virtualmachine show --query id)",
         ),
-        Read::Unavailable(u) => finding(
+        Read::Unavailable(u) | Read::Refused(u) => finding(
             "assignRelay permission",
             Status::Skipped,
             format!("ARM did not answer: {u}"),

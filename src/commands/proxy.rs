@@ -9,7 +9,7 @@ use crate::output::print_result;
 
 /// `proxy URL`: how a URL would be reached and which rule decided.
 pub fn run(settings: &Settings, url: &str) -> Result<u8, Error> {
-    let Some((_, host, _)) = crate::azure::proxy::split_url(url) else {
+    let Some(target) = crate::azure::proxy::split_url(url) else {
         return Err(Error::invalid(
             "URL",
             url,
@@ -17,13 +17,18 @@ pub fn run(settings: &Settings, url: &str) -> Result<u8, Error> {
             "must be an absolute http:// or https:// URL",
         ));
     };
-    let imds_host =
-        crate::azure::proxy::split_url(&settings.imds_endpoint.value).map(|(_, h, _)| h);
-    let (route, rule) = if Some(&host) == imds_host.as_ref() || host == "169.254.169.254" {
+    // Only what the IMDS client would send goes direct as IMDS: the IMDS endpoint's own scheme,
+    // host and port. Any other URL, on 169.254.169.254 or not, is an ordinary request and takes
+    // the proxy rules, as it would in check/connect.
+    let imds = crate::azure::proxy::split_url(&settings.imds_endpoint.value);
+    let (route, rule) = if imds.as_ref() == Some(&target) {
         (
             "direct".to_string(),
-            "IMDS is never sent through a proxy (Microsoft does not support IMDS behind a proxy)"
-                .to_string(),
+            format!(
+                "IMDS is never sent through a proxy: this is the IMDS endpoint {} (from {}); \
+                 Microsoft does not support IMDS behind a proxy",
+                settings.imds_endpoint.value, settings.imds_endpoint.source
+            ),
         )
     } else {
         match settings.proxy.route(url) {

@@ -118,6 +118,7 @@ pub fn config_json(s: &Settings) -> (Value, Vec<String>) {
     opt(&mut m, "gateway_id", &s.gateway_id);
     for (key, v) in [
         ("enable_automatic_upgrade", &s.enable_automatic_upgrade),
+        ("use_aws_ec2_hostname", &s.use_aws_ec2_hostname),
         ("reconnect_on_change", &s.reconnect_on_change),
         ("install_agent", &s.install_agent),
         ("token_on_command_line", &s.token_on_command_line),
@@ -188,7 +189,37 @@ pub fn config_json(s: &Settings) -> (Value, Vec<String>) {
             m.insert(key.into(), json!(v.value));
         }
     }
-    opt(&mut m, "azcmagent", &s.azcmagent);
+    // Paths name files on one machine: the operator's ARC_ENROLL_STATE_DIR (or a config file's
+    // state_dir) says where *this* machine keeps things, not the VM. Like the operator's proxy,
+    // such a setting goes into the user-data only when given on the command line.
+    let mut local_path = |m: &mut Map<String, Value>, key: &str, value: String, source: &str| {
+        if source.starts_with("flag ") {
+            m.insert(key.into(), json!(value));
+        } else if given(source) {
+            notes.push(format!(
+                "not putting {key}={value:?} (from {source}) into the user-data: a path setting of \
+                 this machine does not describe the VM; pass --{} to give the VM one",
+                key.replace('_', "-")
+            ));
+        }
+    };
+    if let Some(a) = &s.azcmagent {
+        local_path(&mut m, "azcmagent", a.value.clone(), &a.source);
+    }
+    if let Some(p) = &s.agent_package {
+        local_path(
+            &mut m,
+            "agent_package",
+            p.value.display().to_string(),
+            &p.source,
+        );
+    }
+    local_path(
+        &mut m,
+        "state_dir",
+        s.state_dir.value.display().to_string(),
+        &s.state_dir.source,
+    );
     opt(&mut m, "agent_installer_sha256", &s.agent_installer_sha256);
     if given(&s.allow_insecure_installer.source) {
         m.insert(
@@ -196,16 +227,7 @@ pub fn config_json(s: &Settings) -> (Value, Vec<String>) {
             json!(s.allow_insecure_installer.value),
         );
     }
-    if let Some(p) = s.agent_package.as_ref().filter(|p| given(&p.source)) {
-        m.insert("agent_package".into(), json!(p.value.display().to_string()));
-    }
     federation_json(s, &mut m, &mut notes);
-    if given(&s.state_dir.source) {
-        m.insert(
-            "state_dir".into(),
-            json!(s.state_dir.value.display().to_string()),
-        );
-    }
     if let Some(a) = &s.agent {
         m.insert("agent".into(), a.value.clone());
     }

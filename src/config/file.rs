@@ -24,6 +24,7 @@ pub(super) struct FileConfig {
     pub(super) correlation_id: Option<String>,
     pub(super) gateway_id: Option<String>,
     pub(super) enable_automatic_upgrade: Option<bool>,
+    pub(super) use_aws_ec2_hostname: Option<bool>,
     pub(super) identity: Option<FileIdentity>,
     pub(super) proxy: Option<String>,
     pub(super) no_proxy: Option<String>,

@@ -63,6 +63,9 @@ pub enum Cloud {
     AzureCloud,
     AzureUSGovernment,
     AzureChinaCloud,
+    /// Azure Local (agent >= 1.67, FACTS §13): managed from public Azure, so public-cloud ARM,
+    /// audience and endpoints; only the name given to the agent differs.
+    AzureLocal,
 }
 
 impl Cloud {
@@ -73,6 +76,7 @@ impl Cloud {
                 Some(Cloud::AzureUSGovernment)
             }
             "azurechinacloud" | "china" => Some(Cloud::AzureChinaCloud),
+            "azure.local" | "azurelocal" => Some(Cloud::AzureLocal),
             _ => None,
         }
     }
@@ -83,13 +87,14 @@ impl Cloud {
             Cloud::AzureCloud => "AzureCloud",
             Cloud::AzureUSGovernment => "AzureUSGovernment",
             Cloud::AzureChinaCloud => "AzureChinaCloud",
+            Cloud::AzureLocal => "Azure.Local",
         }
     }
 
     /// ARM's base URL (FACTS §7).
     pub fn arm_endpoint(self) -> &'static str {
         match self {
-            Cloud::AzureCloud => "https://management.azure.com",
+            Cloud::AzureCloud | Cloud::AzureLocal => "https://management.azure.com",
             Cloud::AzureUSGovernment => "https://management.usgovcloudapi.net",
             Cloud::AzureChinaCloud => "https://management.chinacloudapi.cn",
         }
@@ -98,7 +103,7 @@ impl Cloud {
     /// The resource we ask IMDS for; it becomes the token's `aud`.
     pub fn token_resource(self) -> &'static str {
         match self {
-            Cloud::AzureCloud => "https://management.azure.com/",
+            Cloud::AzureCloud | Cloud::AzureLocal => "https://management.azure.com/",
             Cloud::AzureUSGovernment => "https://management.usgovcloudapi.net/",
             Cloud::AzureChinaCloud => "https://management.chinacloudapi.cn/",
         }
@@ -107,7 +112,7 @@ impl Cloud {
     /// The Entra authority (FACTS §11).
     pub fn authority_host(self) -> &'static str {
         match self {
-            Cloud::AzureCloud => "https://login.microsoftonline.com",
+            Cloud::AzureCloud | Cloud::AzureLocal => "https://login.microsoftonline.com",
             Cloud::AzureUSGovernment => "https://login.microsoftonline.us",
             Cloud::AzureChinaCloud => "https://login.partner.microsoftonline.cn",
         }
@@ -117,7 +122,7 @@ impl Cloud {
     /// credential's audience (FACTS §11; the sovereign ones are UNCONFIRMED for external issuers).
     pub fn fic_audience(self) -> &'static str {
         match self {
-            Cloud::AzureCloud => "api://AzureADTokenExchange",
+            Cloud::AzureCloud | Cloud::AzureLocal => "api://AzureADTokenExchange",
             Cloud::AzureUSGovernment => "api://AzureADTokenExchangeUSGov",
             Cloud::AzureChinaCloud => "api://AzureADTokenExchangeChina",
         }
@@ -126,7 +131,7 @@ impl Cloud {
     /// The client-credentials scope for ARM (FACTS §11).
     pub fn arm_scope(self) -> &'static str {
         match self {
-            Cloud::AzureCloud => "https://management.azure.com/.default",
+            Cloud::AzureCloud | Cloud::AzureLocal => "https://management.azure.com/.default",
             Cloud::AzureUSGovernment => "https://management.usgovcloudapi.net/.default",
             Cloud::AzureChinaCloud => "https://management.chinacloudapi.cn/.default",
         }
@@ -135,7 +140,7 @@ impl Cloud {
     /// Audiences ARM accepts (FACTS §7: the resource-manager URL and the legacy core URL).
     pub fn accepted_audiences(self) -> &'static [&'static str] {
         match self {
-            Cloud::AzureCloud => &[
+            Cloud::AzureCloud | Cloud::AzureLocal => &[
                 "https://management.azure.com/",
                 "https://management.core.windows.net/",
             ],
@@ -153,7 +158,7 @@ impl Cloud {
     /// Hosts the agent must reach (FACTS §7 and §9; network requirements).
     pub fn required_endpoints(self) -> &'static [&'static str] {
         match self {
-            Cloud::AzureCloud => &[
+            Cloud::AzureCloud | Cloud::AzureLocal => &[
                 "https://management.azure.com/",
                 "https://login.microsoftonline.com/",
                 "https://login.windows.net/",
@@ -335,6 +340,8 @@ pub struct Settings {
     pub correlation_id: Option<Sourced<String>>,
     pub gateway_id: Option<Sourced<String>>,
     pub enable_automatic_upgrade: Sourced<bool>,
+    /// `azcmagent connect --use-aws-ec2-hostname` (agent >= 1.62, FACTS §13).
+    pub use_aws_ec2_hostname: Sourced<bool>,
     pub identity: Sourced<Identity>,
     pub proxy: ProxyConfig,
     pub clone_policy: Sourced<ClonePolicy>,

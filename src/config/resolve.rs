@@ -183,7 +183,7 @@ impl<'a> Resolver<'a> {
                         "cloud",
                         v,
                         src,
-                        "must be AzureCloud, AzureUSGovernment or AzureChinaCloud",
+                        "must be AzureCloud, AzureUSGovernment, AzureChinaCloud or Azure.Local",
                     ))
                 }
             },
@@ -221,6 +221,11 @@ impl<'a> Resolver<'a> {
             "enable_automatic_upgrade",
             &o.enable_automatic_upgrade,
             f.enable_automatic_upgrade,
+        )?;
+        let use_aws_ec2_hostname = self.bool_setting(
+            "use_aws_ec2_hostname",
+            &o.use_aws_ec2_hostname,
+            f.use_aws_ec2_hostname,
         )?;
         let install_agent =
             self.bool_setting("install_agent", &o.install_agent, f.install_agent)?;
@@ -379,6 +384,7 @@ impl<'a> Resolver<'a> {
             correlation_id,
             gateway_id,
             enable_automatic_upgrade,
+            use_aws_ec2_hostname,
             identity,
             proxy,
             clone_policy,
@@ -505,16 +511,20 @@ impl<'a> Resolver<'a> {
     fn proxy(&self) -> Result<ProxyConfig, Error> {
         let o = self.opts;
         let explicit = self.flag("proxy", &o.proxy);
+        // curl: the scheme-specific variable, else all_proxy, else ALL_PROXY (lower case first),
+        // within each place the environment is read from. An explicit --proxy covers both schemes.
+        const HTTPS_VARS: &[&str] = &["https_proxy", "HTTPS_PROXY", "all_proxy", "ALL_PROXY"];
+        // curl reads http_proxy only in lower case (CONTRACT §3).
+        const HTTP_VARS: &[&str] = &["http_proxy", "all_proxy", "ALL_PROXY"];
         let https = explicit
             .clone()
-            .or_else(|| self.seed(&["https_proxy", "HTTPS_PROXY"]))
+            .or_else(|| self.seed(HTTPS_VARS))
             .or_else(|| self.file("proxy", &self.file.proxy))
-            .or_else(|| self.etc_environment(&["https_proxy", "HTTPS_PROXY"]));
-        // curl reads http_proxy only in lower case (CONTRACT §3). An explicit --proxy covers both.
+            .or_else(|| self.etc_environment(HTTPS_VARS));
         let http = explicit
-            .or_else(|| self.seed(&["http_proxy"]))
+            .or_else(|| self.seed(HTTP_VARS))
             .or_else(|| self.file("proxy", &self.file.proxy))
-            .or_else(|| self.etc_environment(&["http_proxy"]));
+            .or_else(|| self.etc_environment(HTTP_VARS));
         let no_proxy = self
             .flag("no_proxy", &o.no_proxy)
             .or_else(|| self.seed(&["no_proxy", "NO_PROXY"]))

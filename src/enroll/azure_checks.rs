@@ -151,6 +151,17 @@ impl Checks<'_> {
                 );
                 return Ok(Attempt::Done(false));
             }
+            Read::Refused(r) => {
+                if !noted.contains(&"arm-refused") {
+                    noted.push("arm-refused");
+                    log::warn!(
+                        "cannot check permissions in Azure ({r}); skipping the Azure-side checks. \
+                         `azcmagent connect` reaches Azure the same way (the same proxy, a CA store \
+                         of its own), so it will likely fail next with a network or certificate error"
+                    );
+                }
+                return Ok(Attempt::Done(false));
+            }
         }
         // Frugal (issue 17: a fleet shares the subscription's ARM budget): providers are read only
         // when the roles are missing too, i.e. when this run is going to wait anyway and should
@@ -173,7 +184,7 @@ impl Checks<'_> {
                     "prov-denied",
                     format!("the token cannot read provider registrations ({d}); relying on the agent's own answer"),
                 ),
-                Read::Unavailable(u) => note(
+                Read::Unavailable(u) | Read::Refused(u) => note(
                     noted,
                     "prov-unavailable",
                     format!("cannot read provider registrations ({u}); relying on the agent's own answer"),
@@ -264,7 +275,7 @@ impl Checks<'_> {
             Read::Denied(d) => log::info!(
                 "the token cannot read machines in {scope} ({d}); the agent will report a name conflict if there is one"
             ),
-            Read::Unavailable(u) => log::info!(
+            Read::Unavailable(u) | Read::Refused(u) => log::info!(
                 "cannot check whether {} is taken ({u}); the agent will tell",
                 t.resource_name
             ),

@@ -82,6 +82,7 @@ pub fn resolve_target(
         correlation_id: settings.correlation_id.as_ref().map(|s| s.value.clone()),
         gateway_id: settings.gateway_id.as_ref().map(|s| s.value.clone()),
         enable_automatic_upgrade: settings.enable_automatic_upgrade.value,
+        use_aws_ec2_hostname: settings.use_aws_ec2_hostname.value,
     })
 }
 

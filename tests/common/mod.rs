@@ -39,18 +39,64 @@ pub fn bin_command() -> Command {
     }
 }
 
-/// `target/debug` (where `cargo build --workspace` put the fakes).
+/// The directory of this test run's profile (`target/debug`), where the fakes are built.
 pub fn target_dir() -> PathBuf {
     let exe = std::env::current_exe().unwrap();
     // target/debug/deps/<test> -> target/debug
     exe.parent().unwrap().parent().unwrap().to_path_buf()
 }
 
+/// Build the fakes' binaries (`fake-azcmagent`, ...) into [`target_dir`] once per test binary, so a
+/// plain `cargo test` on a fresh clone works: `cargo build --workspace --bins` with the cargo that
+/// runs the tests and the same target dir and profile. After `make test`'s own `cargo build
+/// --workspace` this is a no-op (same packages, same features); after an edit to a fake it
+/// rebuilds it, so no test runs a stale fake.
+pub fn ensure_fakes_built() -> &'static Path {
+    static BUILT: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+    BUILT.get_or_init(|| {
+        let dir = target_dir();
+        let profile_dir = dir
+            .file_name()
+            .and_then(|n| n.to_str())
+            .unwrap_or("debug")
+            .to_string();
+        let target_root = dir.parent().expect("target dir has a parent");
+        let cargo = std::env::var_os("CARGO").unwrap_or_else(|| env!("CARGO").into());
+        let manifest = Path::new(env!("CARGO_MANIFEST_DIR")).join("Cargo.toml");
+        let mut c = Command::new(cargo);
+        c.args([
+            "build",
+            "--quiet",
+            "--workspace",
+            "--bins",
+            "--manifest-path",
+        ])
+        .arg(&manifest)
+        .env("CARGO_TARGET_DIR", target_root);
+        match profile_dir.as_str() {
+            "debug" => {}
+            "release" => {
+                c.arg("--release");
+            }
+            other => {
+                c.args(["--profile", other]);
+            }
+        }
+        let st = c.status().expect("run cargo to build the fakes");
+        assert!(
+            st.success(),
+            "`cargo build --workspace --bins` for the fakes failed: {st}"
+        );
+        dir
+    })
+}
+
+/// The fake agent (`tests/fakes`), built on first use by [`ensure_fakes_built`].
 pub fn fake_agent_bin() -> PathBuf {
-    let p = target_dir().join("fake-azcmagent");
+    let p = ensure_fakes_built().join("fake-azcmagent");
     assert!(
         p.exists(),
-        "{} is missing: run `cargo build --workspace` (make test does) before the tests",
+        "{} is missing after building the fakes",
         p.display()
     );
     p

@@ -1,15 +1,18 @@
 #!/usr/bin/env bash
 # The base VM image for `make e2e`, built with mmdebstrap from Debian's packages and cached outside
-# the checkout, keyed by a hash of this recipe. Prints the cache directory, which holds rootfs.tar,
-# vmlinuz and initrd.img. Usage: image.sh [CACHE_ROOT]   (default /var/cache/arc-enroll-e2e)
+# the checkout, keyed by a hash of this recipe and the suite. Prints the cache directory, which
+# holds rootfs.tar, vmlinuz and initrd.img.
+# Usage: image.sh [SUITE [CACHE_ROOT]]   (SUITE: bookworm (default) or trixie;
+#        CACHE_ROOT default $ARC_ENROLL_E2E_CACHE or /var/cache/arc-enroll-e2e)
 set -euo pipefail
-cache_root=${1:-${ARC_ENROLL_E2E_CACHE:-/var/cache/arc-enroll-e2e}}
-SUITE=bookworm
+SUITE=${1:-bookworm}
+cache_root=${2:-${ARC_ENROLL_E2E_CACHE:-/var/cache/arc-enroll-e2e}}
+case $SUITE in bookworm | trixie) ;; *) echo "image.sh: SUITE must be bookworm or trixie, not $SUITE" >&2; exit 2 ;; esac
 MIRROR=${ARC_ENROLL_E2E_MIRROR:-http://deb.debian.org/debian}
 PACKAGES="systemd,systemd-sysv,udev,dbus,kmod,linux-image-cloud-amd64,initramfs-tools,cloud-init,iproute2,netbase,ca-certificates,curl,python3"
 # Everything that shapes the image goes into the key.
 key=$( { echo "$SUITE $MIRROR $PACKAGES"; sed -n '/^# ---- recipe ----/,$p' "$0"; } | sha256sum | cut -c1-16)
-dir="$cache_root/base-$key"
+dir="$cache_root/base-$SUITE-$key"
 if [ -s "$dir/rootfs.tar" ] && [ -s "$dir/vmlinuz" ] && [ -s "$dir/initrd.img" ]; then
   echo "image: cached $dir" >&2
   echo "$dir"; exit 0

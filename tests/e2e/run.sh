@@ -5,16 +5,24 @@
 # request. Assert the VM enrolled once, IMDS direct, Azure traffic through the proxy. Then boot two
 # clones of the powered-off disk with new SMBIOS UUIDs and NoCloud instance-ids (one keeping the
 # parent's /etc/machine-id, one with it emptied as the golden-image recipe does) and assert each
-# disconnected locally and enrolled under its own name, the parent's resource left alone.
+# disconnected locally and enrolled under its own name, the parent's resource left alone; then a
+# VM from the golden image one clone made. One Debian suite per run (tests/e2e/suites.sh runs
+# several in parallel: `make e2e` boots bookworm and trixie).
 #
-# Usage: run.sh --deb DEB --fake-agent BIN --fake-imds BIN --arc-enroll BIN
+# Each scenario is one function (scenario_NAME) run in the order of ARC_ENROLL_E2E_SCENARIOS; a
+# scenario may use the disks of the ones before it (clones copy the parent's, golden a clone's).
+#
+# Usage: run.sh [--suite bookworm|trixie] --deb DEB --fake-agent BIN --fake-imds BIN --arc-enroll BIN
 # Env: ARC_ENROLL_E2E_CACHE (image cache, default /var/cache/arc-enroll-e2e),
-#      ARC_ENROLL_E2E_KEEP=1 (keep the work dir), ARC_ENROLL_E2E_BOOT_TIMEOUT (seconds, default 900).
+#      ARC_ENROLL_E2E_KEEP=1 (keep the work dir), ARC_ENROLL_E2E_BOOT_TIMEOUT (seconds, default 900),
+#      ARC_ENROLL_E2E_SCENARIOS (default "parent clones golden").
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 repo=$(cd "$here/../.." && pwd)
+SUITE=bookworm
 while [ $# -gt 0 ]; do
   case "$1" in
+    --suite) SUITE=$2; shift 2 ;;
     --deb) DEB=$(realpath "$2"); shift 2 ;;
     --fake-agent) FAKE_AGENT=$(realpath "$2"); shift 2 ;;
     --fake-imds) FAKE_IMDS=$(realpath "$2"); shift 2 ;;
@@ -24,17 +32,18 @@ while [ $# -gt 0 ]; do
 done
 : "${DEB:?--deb}" "${FAKE_AGENT:?--fake-agent}" "${FAKE_IMDS:?--fake-imds}" "${ARC_ENROLL:?--arc-enroll}"
 BOOT_TIMEOUT=${ARC_ENROLL_E2E_BOOT_TIMEOUT:-900}
+SCENARIOS=${ARC_ENROLL_E2E_SCENARIOS:-parent clones golden}
 
 T0=$(date +%s)
-step() { printf '[e2e %4ss] %s\n' "$(( $(date +%s) - T0 ))" "$*"; }
+step() { printf '[e2e %s %4ss] %s\n' "$SUITE" "$(( $(date +%s) - T0 ))" "$*"; }
 fail() {
-  printf '[e2e %4ss] FAILED: %s\n' "$(( $(date +%s) - T0 ))" "$*" >&2
+  printf '[e2e %s %4ss] FAILED: %s\n' "$SUITE" "$(( $(date +%s) - T0 ))" "$*" >&2
   for b in "${BOOTED[@]}"; do show_logs "$b" >&2; done
   exit 1
 }
 BOOTED=()
 PIDS=()
-work=$(mktemp -d /var/tmp/arc-enroll-e2e.XXXXXX)
+work=$(mktemp -d "/var/tmp/arc-enroll-e2e.$SUITE.XXXXXX")
 cleanup() {
   for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
   if [ "${ARC_ENROLL_E2E_KEEP:-}" = 1 ]; then echo "e2e: work dir kept: $work"; else rm -rf "$work"; fi
@@ -51,7 +60,7 @@ HOSTNAME_=e2e-vm
 
 # ---------------------------------------------------------------- image
 t=$(date +%s)
-base=$(bash "$here/image.sh") || fail "image build"
+base=$(bash "$here/image.sh" "$SUITE") || fail "image build"
 step "base image ready in $(( $(date +%s) - t ))s: $base"
 
 t=$(date +%s)
@@ -86,6 +95,11 @@ install -D -m 0755 "$repo/examples/golden-image.sh" "$root/usr/local/share/e2e/g
 # powering off (keeping copies of the evidence the recipe clears).
 cat >"$root/usr/local/share/e2e/finish.sh" <<'EOF'
 #!/bin/sh
+# What systemd and cloud-init of this Debian generation made of the boot, for the checks.
+{ systemctl show arc-enroll.service -p ConditionResult -p Result -p ExecMainStatus -p ActiveState
+  echo "--- journal"; journalctl -b -u arc-enroll.service --no-pager -o cat; } >/var/log/e2e-unit.log 2>&1
+{ cloud-init --version; cloud-init status --long; echo "status exit $?"
+  cloud-init schema --system; echo "schema exit $?"; } >/var/log/e2e-cloud-init.log 2>&1
 /usr/local/share/e2e/operator-rerun.sh >/var/log/e2e-operator-rerun.log 2>&1
 echo "operator-rerun exit $?" >>/var/log/e2e-operator-rerun.log
 if grep -qw 'e2e.generalize=1' /proc/cmdline; then
@@ -212,7 +226,7 @@ pull() {
   for f in /var/log/cloud-init-output.log /var/log/cloud-init.log /var/log/e2e-operator-rerun.log \
            /var/log/e2e-agent-probe.log /var/opt/azcmagent-fake/calls.jsonl /var/opt/azcmagent-fake/agent.json \
            /var/lib/arc-enroll/state.json /etc/machine-id /etc/arc-enroll/config.json \
-           /var/log/e2e-golden-image.log; do
+           /var/log/e2e-golden-image.log /var/log/e2e-unit.log /var/log/e2e-cloud-init.log; do
     debugfs -R "dump -p $f $d/guest/$(basename "$f")" "$disk" >/dev/null 2>&1 || true
   done
   debugfs -R "ls -p /var/opt/azcmagent-fake/azure/machines/$SUB/$RG" "$disk" 2>/dev/null |
@@ -231,6 +245,11 @@ pull() {
   done
 }
 
+# cloud_init_version NAME: the guest's cloud-init version, from its own report.
+cloud_init_version() {
+  sed -n 's/^\(\/usr\/bin\/\)\{0,1\}cloud-init \([0-9][^ ]*\).*/cloud-init \2/p' "$work/$1/guest/e2e-cloud-init.log" 2>/dev/null | head -1
+}
+
 show_logs() {
   local name=$1 d=$work/$1
   [ -d "$d" ] || return 0
@@ -241,6 +260,8 @@ show_logs() {
   cat "$d/guest/cloud-init-output.log" 2>/dev/null || echo "(not readable)"
   echo "=============== $name: cloud-init.log (warnings and errors)"
   grep -E 'WARNING|ERROR|Traceback' "$d/guest/cloud-init.log" 2>/dev/null | tail -n 40 || true
+  echo "=============== $name: arc-enroll.service, cloud-init status and schema"
+  cat "$d/guest/e2e-unit.log" "$d/guest/e2e-cloud-init.log" 2>/dev/null | tail -n 60 || true
   echo "=============== $name: fake agent calls"
   cut -c1-400 "$d/guest/calls.jsonl" 2>/dev/null || true
   echo "=============== $name: tinyproxy log"
@@ -278,85 +299,107 @@ EOF
 }
 
 # ---------------------------------------------------------------- parent
-mkdir -p "$work/parent"; echo "$disk" >"$work/parent/disk"
-P_UUID=$(python3 -c 'import uuid; print(uuid.uuid4())')
-boot parent "$disk" "$P_UUID"
-wait_boot parent
-P8=${P_UUID:0:8}
-P_NAME="$HOSTNAME_-$P8"
-check parent "cloud-init ran arc-enroll connect and it succeeded" \
-  "'arc-enroll: $P_NAME (' in out and 'FAILED' not in out"
-check parent "enrolled once: exactly one azcmagent connect, as $P_NAME" \
-  "len(of('connect')) == 1 and arg(of('connect')[0], '--resource-name') == '$P_NAME' and agent.get('connected') is True"
-check parent "state.json records $P_NAME and this VM's UUID" \
-  "state.get('resource_name') == '$P_NAME' and '$P_UUID' in json.dumps(state).lower()"
-check parent "IMDS reached directly: origin-form token requests, none through the proxy" \
-  "any(r['path'] == '/metadata/identity/oauth2/token' and r['target'].startswith('/') and not r['via_proxy'] for r in imds) and all(r['target'].startswith('/') for r in imds) and '169.254.169.254' not in proxy_log"
-check parent "the agent got the proxy (env and proxy.url) and NO_PROXY keeps IMDS local" \
-  "of('connect')[0]['env'].get('https_proxy') == '$PROXY_URL' and '169.254.169.254' in of('connect')[0]['env'].get('NO_PROXY', '') and agent.get('settings', {}).get('proxy.url') == '$PROXY_URL'"
-check parent "Azure traffic went through the proxy (tinyproxy saw CONNECT management.azure.com:443)" \
-  "'CONNECT management.azure.com:443' in proxy_log"
-check parent "operator re-run example: already enrolled, nothing to do" \
-  "'already enrolled as this machine' in text('guest/e2e-operator-rerun.log') and 'operator-rerun exit 0' in text('guest/e2e-operator-rerun.log')"
-check parent "the fake Azure holds the parent's resource" "'${P_NAME,,}.json' in machines"
-PARENT_BOOT=$(cat "$work/parent/seconds")
-step "parent: enrolled at guest uptime $(enrolled_at parent "$P_NAME")s (console), powered off after ${PARENT_BOOT}s"
+# The first boot: cloud-init with the user-data, the packaged unit, the proxy, IMDS direct.
+scenario_parent() {
+  mkdir -p "$work/parent"; echo "$disk" >"$work/parent/disk"
+  P_UUID=$(python3 -c 'import uuid; print(uuid.uuid4())')
+  boot parent "$disk" "$P_UUID"
+  wait_boot parent
+  P8=${P_UUID:0:8}
+  P_NAME="$HOSTNAME_-$P8"
+  check parent "cloud-init ran arc-enroll connect and it succeeded" \
+    "'arc-enroll: $P_NAME (' in out and 'FAILED' not in out"
+  check parent "enrolled once: exactly one azcmagent connect, as $P_NAME" \
+    "len(of('connect')) == 1 and arg(of('connect')[0], '--resource-name') == '$P_NAME' and agent.get('connected') is True"
+  check parent "state.json records $P_NAME and this VM's UUID" \
+    "state.get('resource_name') == '$P_NAME' and '$P_UUID' in json.dumps(state).lower()"
+  check parent "IMDS reached directly: origin-form token requests, none through the proxy" \
+    "any(r['path'] == '/metadata/identity/oauth2/token' and r['target'].startswith('/') and not r['via_proxy'] for r in imds) and all(r['target'].startswith('/') for r in imds) and '169.254.169.254' not in proxy_log"
+  check parent "the agent got the proxy (env and proxy.url) and NO_PROXY keeps IMDS local" \
+    "of('connect')[0]['env'].get('https_proxy') == '$PROXY_URL' and '169.254.169.254' in of('connect')[0]['env'].get('NO_PROXY', '') and agent.get('settings', {}).get('proxy.url') == '$PROXY_URL'"
+  check parent "Azure traffic went through the proxy (tinyproxy saw CONNECT management.azure.com:443)" \
+    "'CONNECT management.azure.com:443' in proxy_log"
+  check parent "operator re-run example: already enrolled, nothing to do" \
+    "'already enrolled as this machine' in text('guest/e2e-operator-rerun.log') and 'operator-rerun exit 0' in text('guest/e2e-operator-rerun.log')"
+  check parent "the fake Azure holds the parent's resource" "'${P_NAME,,}.json' in machines"
+  check parent "the packaged unit ran too, after cloud-init wrote the config (condition met), and succeeded" \
+    "'ConditionResult=yes' in text('guest/e2e-unit.log') and 'Result=success' in text('guest/e2e-unit.log') and 'ExecMainStatus=0' in text('guest/e2e-unit.log')"
+  check parent "the guest's own cloud-init ($(cloud_init_version parent)) accepts the user-data (cloud-init schema --system) and finished" \
+    "'schema exit 0' in text('guest/e2e-cloud-init.log') and 'status: done' in text('guest/e2e-cloud-init.log') and 'degraded' not in text('guest/e2e-cloud-init.log')"
+  step "parent: enrolled at guest uptime $(enrolled_at parent "$P_NAME")s (console), powered off after $(cat "$work/parent/seconds")s"
+  SUMMARY+=("parent $(cat "$work/parent/seconds")s")
+}
 
 # ---------------------------------------------------------------- clones
-# clone-kept: a plain copy (keeps the parent's /etc/machine-id, VM-NOTES); clone-blank: machine-id
-# emptied as the golden-image recipe does (systemd makes a new one at boot).
-cp --sparse=always "$disk" "$work/clone-kept.raw"
-cp --sparse=always "$disk" "$work/clone-blank.raw"
-: >"$work/empty"
-debugfs -w -f - "$work/clone-blank.raw" >/dev/null 2>&1 <<EOF
+# Needs the parent's disk.
+scenario_clones() {
+  # clone-kept: a plain copy (keeps the parent's /etc/machine-id, VM-NOTES); clone-blank: machine-id
+  # emptied as the golden-image recipe does (systemd makes a new one at boot).
+  cp --sparse=always "$disk" "$work/clone-kept.raw"
+  cp --sparse=always "$disk" "$work/clone-blank.raw"
+  : >"$work/empty"
+  debugfs -w -f - "$work/clone-blank.raw" >/dev/null 2>&1 <<EOF
 rm /etc/machine-id
 write $work/empty /etc/machine-id
 EOF
-P_MID=$(cat "$work/parent/guest/machine-id")
-for c in clone-kept clone-blank; do
-  mkdir -p "$work/$c"; echo "$work/$c.raw" >"$work/$c/disk"
-  extra=; [ "$c" = clone-kept ] && extra=e2e.generalize=1
-  boot "$c" "$work/$c.raw" "$(python3 -c 'import uuid; print(uuid.uuid4())')" "$extra"
-done
-for c in clone-kept clone-blank; do wait_boot "$c"; done
-for c in clone-kept clone-blank; do
-  C_UUID=$(cat "$work/$c/uuid"); C_NAME="$HOSTNAME_-${C_UUID:0:8}"
-  check "$c" "disconnected locally only (--force-local-only), never deleting the parent's resource" \
-    "any('--force-local-only' in c['argv'] for c in of('disconnect')) and all('--force-local-only' in c['argv'] for c in of('disconnect'))"
-  check "$c" "enrolled under its own name $C_NAME (second connect ever on this disk)" \
-    "len(of('connect')) == 2 and arg(of('connect')[1], '--resource-name') == '$C_NAME' and agent.get('connected') is True and agent.get('resourceName', '').lower() == '${C_NAME,,}'"
-  check "$c" "cloud-init's arc-enroll run (new instance-id) reports the clone's own resource" \
-    "'arc-enroll: $C_NAME (' in out and 'FAILED' not in out and '$P_NAME' not in out.split('arc-enroll: ')[-1]"
-  check "$c" "state.json is the clone's" \
-    "state.get('resource_name') == '$C_NAME' and '$C_UUID' in json.dumps(state).lower()"
-  check "$c" "the parent's resource is left alone in the fake Azure, the clone's added" \
-    "'${P_NAME,,}.json' in machines and '${C_NAME,,}.json' in machines"
-  step "$c: enrolled as itself at guest uptime $(enrolled_at "$c" "$C_NAME")s (console)"
-  check "$c" "IMDS direct, agent traffic through the proxy" \
-    "any(r['path'] == '/metadata/identity/oauth2/token' for r in imds) and all(r['target'].startswith('/') for r in imds) and 'CONNECT management.azure.com:443' in proxy_log"
-done
-check clone-kept "kept the parent's machine-id (VM-NOTES: a copy keeps it)" "text('guest/machine-id').strip() == '$P_MID'"
-check clone-blank "got a new machine-id" "text('guest/machine-id').strip() not in ('', '$P_MID')"
-
+  P_MID=$(cat "$work/parent/guest/machine-id")
+  for c in clone-kept clone-blank; do
+    mkdir -p "$work/$c"; echo "$work/$c.raw" >"$work/$c/disk"
+    extra=; [ "$c" = clone-kept ] && extra=e2e.generalize=1
+    boot "$c" "$work/$c.raw" "$(python3 -c 'import uuid; print(uuid.uuid4())')" "$extra"
+  done
+  for c in clone-kept clone-blank; do wait_boot "$c"; done
+  for c in clone-kept clone-blank; do
+    C_UUID=$(cat "$work/$c/uuid"); C_NAME="$HOSTNAME_-${C_UUID:0:8}"
+    check "$c" "disconnected locally only (--force-local-only), never deleting the parent's resource" \
+      "any('--force-local-only' in c['argv'] for c in of('disconnect')) and all('--force-local-only' in c['argv'] for c in of('disconnect'))"
+    check "$c" "enrolled under its own name $C_NAME (second connect ever on this disk)" \
+      "len(of('connect')) == 2 and arg(of('connect')[1], '--resource-name') == '$C_NAME' and agent.get('connected') is True and agent.get('resourceName', '').lower() == '${C_NAME,,}'"
+    check "$c" "cloud-init's arc-enroll run (new instance-id) reports the clone's own resource" \
+      "'arc-enroll: $C_NAME (' in out and 'FAILED' not in out and '$P_NAME' not in out.split('arc-enroll: ')[-1]"
+    check "$c" "state.json is the clone's" \
+      "state.get('resource_name') == '$C_NAME' and '$C_UUID' in json.dumps(state).lower()"
+    check "$c" "the parent's resource is left alone in the fake Azure, the clone's added" \
+      "'${P_NAME,,}.json' in machines and '${C_NAME,,}.json' in machines"
+    step "$c: enrolled as itself at guest uptime $(enrolled_at "$c" "$C_NAME")s (console)"
+    check "$c" "the packaged unit ran on this boot and succeeded" \
+      "'ConditionResult=yes' in text('guest/e2e-unit.log') and 'Result=success' in text('guest/e2e-unit.log') and 'ExecMainStatus=0' in text('guest/e2e-unit.log')"
+    check "$c" "IMDS direct, agent traffic through the proxy" \
+      "any(r['path'] == '/metadata/identity/oauth2/token' for r in imds) and all(r['target'].startswith('/') for r in imds) and 'CONNECT management.azure.com:443' in proxy_log"
+  done
+  check clone-kept "kept the parent's machine-id (VM-NOTES: a copy keeps it)" "text('guest/machine-id').strip() == '$P_MID'"
+  check clone-blank "got a new machine-id" "text('guest/machine-id').strip() not in ('', '$P_MID')"
+  SUMMARY+=("clones $(cat "$work/clone-kept/seconds")s and $(cat "$work/clone-blank/seconds")s in parallel")
+}
 
 # ---------------------------------------------------------------- golden image
-# clone-kept ran examples/golden-image.sh (arc-enroll generalize, cloud-init clean, empty
-# machine-id) before powering off; a VM made from that disk must enroll as itself with no clone
-# handling needed: no new disconnect, a fresh cloud-init instance, a new machine-id.
-K_UUID=$(cat "$work/clone-kept/uuid"); K_NAME="$HOSTNAME_-${K_UUID:0:8}"
-check clone-kept "the golden-image recipe ran: generalize disconnected locally, state and machine-id cleared" \
-  "'golden-image exit 0' in text('guest/e2e-golden-image.log') and len(of('disconnect')) == 2 and all('--force-local-only' in c['argv'] for c in of('disconnect')) and not text('guest/after-generalize/state.json').strip() and text('guest/after-generalize/machine-id').strip() == ''"
-cp --sparse=always "$work/clone-kept.raw" "$work/golden.raw"
-mkdir -p "$work/golden"; echo "$work/golden.raw" >"$work/golden/disk"
-boot golden "$work/golden.raw" "$(python3 -c 'import uuid; print(uuid.uuid4())')"
-wait_boot golden
-G_UUID=$(cat "$work/golden/uuid"); G_NAME="$HOSTNAME_-${G_UUID:0:8}"
-step "golden: enrolled at guest uptime $(enrolled_at golden "$G_NAME")s (console)"
-check golden "a VM from the generalized image enrolled as itself with no clone handling" \
-  "len(of('connect')) == 3 and arg(of('connect')[2], '--resource-name') == '$G_NAME' and len(of('disconnect')) == 2 and agent.get('connected') is True and state.get('resource_name') == '$G_NAME'"
-check golden "cloud-init saw a fresh instance (clean) and its arc-enroll run reports $G_NAME" \
-  "'arc-enroll: $G_NAME (' in out and '$K_NAME' not in out and 'FAILED' not in out"
-check golden "new machine-id, every earlier resource left alone in the fake Azure" \
-  "text('guest/machine-id').strip() not in ('', '$P_MID') and all(n in machines for n in ('${P_NAME,,}.json', '${K_NAME,,}.json', '${G_NAME,,}.json'))"
+# Needs clone-kept's disk (it ran the golden-image recipe).
+scenario_golden() {
+  # clone-kept ran examples/golden-image.sh (arc-enroll generalize, cloud-init clean, empty
+  # machine-id) before powering off; a VM made from that disk must enroll as itself with no clone
+  # handling needed: no new disconnect, a fresh cloud-init instance, a new machine-id.
+  K_UUID=$(cat "$work/clone-kept/uuid"); K_NAME="$HOSTNAME_-${K_UUID:0:8}"
+  check clone-kept "the golden-image recipe ran: generalize disconnected locally, state and machine-id cleared" \
+    "'golden-image exit 0' in text('guest/e2e-golden-image.log') and len(of('disconnect')) == 2 and all('--force-local-only' in c['argv'] for c in of('disconnect')) and not text('guest/after-generalize/state.json').strip() and text('guest/after-generalize/machine-id').strip() == ''"
+  cp --sparse=always "$work/clone-kept.raw" "$work/golden.raw"
+  mkdir -p "$work/golden"; echo "$work/golden.raw" >"$work/golden/disk"
+  boot golden "$work/golden.raw" "$(python3 -c 'import uuid; print(uuid.uuid4())')"
+  wait_boot golden
+  G_UUID=$(cat "$work/golden/uuid"); G_NAME="$HOSTNAME_-${G_UUID:0:8}"
+  step "golden: enrolled at guest uptime $(enrolled_at golden "$G_NAME")s (console)"
+  check golden "a VM from the generalized image enrolled as itself with no clone handling" \
+    "len(of('connect')) == 3 and arg(of('connect')[2], '--resource-name') == '$G_NAME' and len(of('disconnect')) == 2 and agent.get('connected') is True and state.get('resource_name') == '$G_NAME'"
+  check golden "cloud-init saw a fresh instance (clean) and its arc-enroll run reports $G_NAME" \
+    "'arc-enroll: $G_NAME (' in out and '$K_NAME' not in out and 'FAILED' not in out"
+  check golden "new machine-id, every earlier resource left alone in the fake Azure" \
+    "text('guest/machine-id').strip() not in ('', '$P_MID') and all(n in machines for n in ('${P_NAME,,}.json', '${K_NAME,,}.json', '${G_NAME,,}.json'))"
+  SUMMARY+=("golden-image VM $(cat "$work/golden/seconds")s")
+}
 
-step "PASSED: parent boot ${PARENT_BOOT}s, clone boots $(cat "$work/clone-kept/seconds")s and $(cat "$work/clone-blank/seconds")s (in parallel), golden-image clone $(cat "$work/golden/seconds")s; total $(( $(date +%s) - T0 ))s"
+# ---------------------------------------------------------------- main
+SUMMARY=()
+for sc in $SCENARIOS; do
+  declare -F "scenario_$sc" >/dev/null || fail "unknown scenario '$sc' (ARC_ENROLL_E2E_SCENARIOS)"
+  "scenario_$sc"
+done
+step "PASSED ($SUITE): $(IFS=';'; echo "${SUMMARY[*]}" | sed 's/;/, /g'); total $(( $(date +%s) - T0 ))s"

@@ -17,7 +17,9 @@ apt_install() {
 for what in "${@:-e2e deb schema}"; do
   for w in $what; do
     case "$w" in
-      deb)    need dpkg-deb dpkg; need lintian lintian; need fakeroot fakeroot ;;
+      deb)    need dpkg-deb dpkg; need lintian lintian; need fakeroot fakeroot
+              # make deb-test completes with the packaged script through bash-completion's loader.
+              [ -f /usr/share/bash-completion/bash_completion ] || want+=(bash-completion) ;;
       schema) need cloud-init cloud-init ;;
       e2e)    need mmdebstrap mmdebstrap; need mcopy mtools; need debugfs e2fsprogs; need socat socat
               need tinyproxy tinyproxy; need mkfs.vfat dosfstools; need qemu-img qemu-utils

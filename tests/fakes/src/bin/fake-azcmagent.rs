@@ -537,6 +537,8 @@ const CONNECT: &[Flag] = &[
     v("subscription-id", Some('s')),
     v("tags", None),
     v("tenant-id", Some('t')),
+    // Agent 1.62 (FACTS §13).
+    s("use-aws-ec2-hostname", None),
     s("use-azcli", None),
     s("use-device-code", None),
     v("user-tenant-id", None),
@@ -810,6 +812,8 @@ fn canonical_cloud(c: &str) -> Option<&'static str> {
         "AzureUSGovernment",
         "AzureChinaCloud",
         "AzureStackCloud",
+        // Agent 1.67 (FACTS §13).
+        "Azure.Local",
     ]
     .into_iter()
     .find(|k| k.eq_ignore_ascii_case(c.trim()))
