@@ -46,4 +46,5 @@ echo "== arc-enroll status"
 "$BIN" status 2>&1
 echo
 echo "== what the fake agent was called with (the token went through a 0600 file, not argv)"
-grep '"connect"' "$work/agent/calls.jsonl" | sed -E 's/"access-token":"[^"]*"/"access-token":"<redacted by the demo>"/' | head -3
+# (its whole inherited environment, "environ", is recorded for the tests' secret scanner; left out here)
+grep '"connect"' "$work/agent/calls.jsonl" | sed -E 's/"access-token":"[^"]*"/"access-token":"<redacted by the demo>"/; s/,"environ":\{[^}]*\}//' | head -3
