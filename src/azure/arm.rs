@@ -118,7 +118,7 @@ impl<'a> Arm<'a> {
                     Err(e) => Read::Unavailable(format!("unreadable provider answer: {e}")),
                 }
             }
-            Read::Ok((status, body)) => Read::Unavailable(unexpected(status, &body)),
+            Read::Ok((status, body)) => Read::Unavailable(status_text(status, &body)),
             Read::Denied(d) => Read::Denied(d),
             Read::Unavailable(u) => Read::Unavailable(u),
             Read::Refused(r) => Read::Refused(r),
@@ -160,7 +160,7 @@ impl<'a> Arm<'a> {
                 }
             }
             // Includes 404: a resource group that does not exist yet grants nothing.
-            Read::Ok((status, body)) => Read::Unavailable(unexpected(status, &body)),
+            Read::Ok((status, body)) => Read::Unavailable(status_text(status, &body)),
             Read::Denied(d) => Read::Denied(d),
             Read::Unavailable(u) => Read::Unavailable(u),
             Read::Refused(r) => Read::Refused(r),
@@ -184,7 +184,7 @@ impl<'a> Arm<'a> {
                 None => Read::Unavailable("unreadable machine resource".into()),
             },
             Read::Ok((404, _)) => Read::Ok(None),
-            Read::Ok((status, body)) => Read::Unavailable(unexpected(status, &body)),
+            Read::Ok((status, body)) => Read::Unavailable(status_text(status, &body)),
             Read::Denied(d) => Read::Denied(d),
             Read::Unavailable(u) => Read::Unavailable(u),
             Read::Refused(r) => Read::Refused(r),
@@ -225,21 +225,11 @@ impl<'a> Arm<'a> {
                 match answer {
                     Ok(r) => match classify(r.status) {
                         Class::Answer => Attempt::Done(Read::Ok((r.status, r.body))),
-                        Class::Denied => Attempt::Done(Read::Denied(format!(
-                            "HTTP {}{}",
-                            r.status,
-                            arm_error(&r.body)
-                                .map(|e| format!(": {e}"))
-                                .unwrap_or_default()
-                        ))),
+                        Class::Denied => {
+                            Attempt::Done(Read::Denied(status_text(r.status, &r.body)))
+                        }
                         Class::Transient => {
-                            last = format!(
-                                "HTTP {}{}",
-                                r.status,
-                                arm_error(&r.body)
-                                    .map(|e| format!(": {e}"))
-                                    .unwrap_or_default()
-                            );
+                            last = status_text(r.status, &r.body);
                             if n >= ARM_READ_ATTEMPTS {
                                 Attempt::Done(Read::Unavailable(format!(
                                     "{last} (after {n} attempts)"
@@ -344,8 +334,8 @@ fn is_tls_text(m: &str) -> bool {
     m.contains("peer certificate") || m.contains("certificate") && m.contains("invalid")
 }
 
-/// `HTTP 409: Code: message` for an answer we cannot use.
-fn unexpected(status: u16, body: &str) -> String {
+/// `HTTP 409: Code: message`: an answer's status and ARM's error, for one log line.
+pub fn status_text(status: u16, body: &str) -> String {
     format!(
         "HTTP {status}{}",
         arm_error(body)

@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use serde_json::{json, Value};
 
-use crate::azure::arm::{arm_error, describe_failure, ARM_REQUEST_TIMEOUT};
+use crate::azure::arm::{arm_error, describe_failure, status_text, ARM_REQUEST_TIMEOUT};
 use crate::azure::http::{Http, Reply};
 use crate::error::Error;
 use crate::retry::{retry, Attempt, Backoff, Deadline, BACKOFF_BASE, BACKOFF_CAP};
@@ -172,13 +172,7 @@ pub fn refused_property(detail: &str) -> Option<String> {
 }
 
 fn refusal(reply: &Reply) -> Refusal {
-    let detail = format!(
-        "HTTP {}{}",
-        reply.status,
-        arm_error(&reply.body)
-            .map(|e| format!(": {e}"))
-            .unwrap_or_default()
-    );
+    let detail = status_text(reply.status, &reply.body);
     match reply.status {
         400 => Refusal::BadRequest {
             property: refused_property(&detail),
@@ -497,13 +491,8 @@ impl<'a> Machines<'a> {
                     .io_timeout(deadline.bounded(ARM_REQUEST_TIMEOUT));
                 let last = match self.http.request(method, url, &headers, body, timeout) {
                     Ok(r) if matches!(r.status, 408 | 429 | 500..=599) => {
-                        let reason = format!(
-                            "{method} {shown}: HTTP {}{}",
-                            r.status,
-                            arm_error(&r.body)
-                                .map(|e| format!(": {e}"))
-                                .unwrap_or_default()
-                        );
+                        let reason =
+                            format!("{method} {shown}: {}", status_text(r.status, &r.body));
                         if n >= ARM_WRITE_ATTEMPTS {
                             return Attempt::Done(r);
                         }
