@@ -13,26 +13,6 @@ fn imds() -> FakeImds {
     FakeImds::start(ImdsConfig::default())
 }
 
-/// The tokens the fake agent received (from its recorded config files or argv).
-fn tokens_seen(sb: &Sandbox) -> Vec<String> {
-    let mut t = Vec::new();
-    for c in sb.agent_calls() {
-        if let Some(tok) = c["config_file"]["content"]["access-token"].as_str() {
-            t.push(tok.to_string());
-        }
-        let argv: Vec<String> = c["argv"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|v| v.as_str().unwrap().to_string())
-            .collect();
-        if let Some(i) = argv.iter().position(|a| a == "--access-token") {
-            t.push(argv[i + 1].clone());
-        }
-    }
-    t
-}
-
 #[test]
 fn system_assigned_enrolls_with_derived_settings_and_a_private_token_file() {
     let imds = imds();
@@ -419,7 +399,7 @@ fn the_token_never_appears_in_any_log_at_any_level() {
         &[("RUST_LOG", "trace"), ("ARC_ENROLL_TIME_SCALE", "50")],
     );
     r.expect_code(0);
-    let toks = tokens_seen(&sb);
+    let toks = sb.tokens_seen();
     assert_eq!(toks.len(), 2, "two connect attempts, two tokens");
     for t in &toks {
         assert_no_secret(&r, t, "the access token");
@@ -446,7 +426,7 @@ fn token_on_command_line_switches_to_access_token() {
     let argv = c["argv"].as_array().unwrap();
     assert!(argv.iter().any(|a| a == "--access-token"));
     assert!(c.get("config_file").is_none() || c["config_file"].is_null());
-    for t in tokens_seen(&sb) {
+    for t in sb.tokens_seen() {
         assert_no_secret(&r, &t, "the token passed on the command line");
     }
 }
@@ -598,7 +578,7 @@ fn an_agent_hanging_past_the_deadline_is_stopped_and_the_token_stays_out_of_the_
     r.expect_code(7)
         .log_has("did not finish in time")
         .log_has("azcmagent connect");
-    for t in tokens_seen(&sb) {
+    for t in sb.tokens_seen() {
         assert_no_secret(&r, &t, "the token passed on the command line");
     }
     let pid = sb.agent_calls_of("connect")[0]["pid"].as_u64().unwrap();

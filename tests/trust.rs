@@ -29,26 +29,6 @@ fn assert_no_fragment(text: &str, secret: &str, what: &str) {
     assert!(found.is_empty(), "{what}: {found:?}");
 }
 
-/// The tokens the fake agent received (its recorded --config file or --access-token).
-fn tokens_seen(sb: &Sandbox) -> Vec<String> {
-    let mut t = Vec::new();
-    for c in sb.agent_calls() {
-        if let Some(tok) = c["config_file"]["content"]["access-token"].as_str() {
-            t.push(tok.to_string());
-        }
-        let argv: Vec<String> = c["argv"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|v| v.as_str().unwrap().to_string())
-            .collect();
-        if let Some(i) = argv.iter().position(|a| a == "--access-token") {
-            t.push(argv[i + 1].clone());
-        }
-    }
-    t
-}
-
 /// The fake ARM over TLS sharing the sandbox's fake-Azure dir; the env that trusts and uses it.
 fn arm_for(sb: &Sandbox, tweak: impl FnOnce(&mut ArmConfig)) -> (FakeArm, Vec<(String, String)>) {
     let mut cfg = ArmConfig {
@@ -113,7 +93,7 @@ fn trace_logging_leaks_no_fragment_of_the_token_in_any_encoding() {
         !arm.requests().is_empty(),
         "ARM was read with the token (the Authorization header was on the wire)"
     );
-    let toks = tokens_seen(&sb);
+    let toks = sb.tokens_seen();
     assert!(!toks.is_empty(), "the agent got a token");
     for t in &toks {
         assert_no_fragment(&r.stderr, t, "the access token in the log");

@@ -233,6 +233,26 @@ impl Sandbox {
         std::fs::write(self.agent_dir.join("behaviour.json"), v.to_string()).unwrap();
     }
 
+    /// The tokens the fake agent received (its recorded `--config` file or `--access-token`).
+    pub fn tokens_seen(&self) -> Vec<String> {
+        let mut t = Vec::new();
+        for c in self.agent_calls() {
+            if let Some(tok) = c["config_file"]["content"]["access-token"].as_str() {
+                t.push(tok.to_string());
+            }
+            let argv: Vec<String> = c["argv"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|v| v.as_str().unwrap().to_string())
+                .collect();
+            if let Some(i) = argv.iter().position(|a| a == "--access-token") {
+                t.push(argv[i + 1].clone());
+            }
+        }
+        t
+    }
+
     /// Every recorded fake-agent call.
     pub fn agent_calls(&self) -> Vec<serde_json::Value> {
         std::fs::read_to_string(self.agent_dir.join("calls.jsonl"))
