@@ -6,8 +6,10 @@
 mod common;
 
 use arc_enroll_fakes::arm::{ArmConfig, FakeArm};
+use arc_enroll_fakes::ratelimit::Limits;
 use arc_enroll_fakes::secrets::PRIVATE_KEY;
 use arc_enroll_fakes::store::Store;
+use arc_enroll_fakes::{arm_client, jwt};
 use common::*;
 use std::time::Instant;
 
@@ -550,4 +552,52 @@ fn key_on_command_line_puts_the_key_on_argv_only() {
     assert!(c["config_file"].is_null(), "no --config file: {c}");
     assert_key_was_scanned_for(&w);
     assert_eq!(w.machines()[0].properties.status, "Connected");
+}
+
+#[test]
+fn relay_requests_are_counted_and_a_low_write_budget_paces_the_assignment() {
+    // Global writes: 30 tokens (ARM's ×0.01) refilled at 2/s; 29 writes by other VMs leave one,
+    // which the PUT takes. Unpaced, the assignRelay POST right after it would find none and get a
+    // 429; paced, it waits (3 − 0) / 2 s × [0.5, 1.5) first. Real time here (scale 1): the fake's
+    // buckets refill in real time.
+    let w = world("relay-budget", nexus(), |c| {
+        let mut l = Limits::scaled(0.01);
+        l.principal = Limits::documented().principal;
+        l.global[1].refill_per_sec = 2.0;
+        c.rate_limits = Some(l);
+        c.relay.polls_running = 1;
+    });
+    let sub = w.imds.config().subscription_id.clone();
+    let url = format!(
+        "{}/subscriptions/{sub}/providers/Microsoft.Compute/register?api-version=2021-04-01",
+        w.arm.url()
+    );
+    for i in 0..29 {
+        let t = jwt::mint(&serde_json::json!({"oid": format!("other-vm-{i}"), "tid": "t"}));
+        let a = arm_client::request("POST", &url, w.arm.ca_pem(), &t, Some("{}")).unwrap();
+        assert_ne!(a.status, 429, "draining write {i}: {}", a.body);
+    }
+    let r = w.run(
+        &["connect", "--private-relay", "--json"],
+        &[
+            ("ARC_ENROLL_ARM_LIMITS_SCALE", "0.01"),
+            ("ARC_ENROLL_TIME_SCALE", "1"),
+        ],
+    );
+    r.expect_code(0)
+        .log_has("writes left in the subscription's global bucket; waiting")
+        .log_has("before ARM POST assignRelay");
+    let oid = w.imds.config().system_object_id.clone();
+    let ours: Vec<_> = w
+        .arm
+        .requests()
+        .into_iter()
+        .filter(|q| q.bearer_oid.as_deref() == Some(oid.as_str()))
+        .collect();
+    assert!(ours.iter().all(|q| q.status != 429), "{ours:?}");
+    let line = r.stdout.lines().last().unwrap_or_default();
+    let v: serde_json::Value = serde_json::from_str(line).unwrap();
+    // Every request of the flow: reads, the PUT, the POST, the polls, the endpoint read.
+    assert_eq!(v["arm_requests"], ours.len(), "{v} {:?}", w.arm_summary());
+    assert_eq!(v["arm_throttled"], 0, "{v}");
 }

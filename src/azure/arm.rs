@@ -210,18 +210,13 @@ impl<'a> Arm<'a> {
                 let timeout = deadline
                     .clock
                     .io_timeout(deadline.bounded(ARM_REQUEST_TIMEOUT));
-                if let Err(e) =
-                    pacing::before_request(Op::Read, &format!("ARM GET {what}"), deadline)
-                {
-                    return Attempt::Fail(e);
-                }
-                let answer = self.http.request("GET", &url, &headers, None, timeout);
-                match &answer {
-                    Ok(r) => {
-                        pacing::after_request(Op::Read, Some(r.status), &r.ratelimit, deadline)
-                    }
-                    Err(_) => pacing::after_request(Op::Read, None, &[], deadline),
-                }
+                let answer =
+                    match pacing::metered(Op::Read, &format!("ARM GET {what}"), deadline, || {
+                        self.http.request("GET", &url, &headers, None, timeout)
+                    }) {
+                        Ok(answer) => answer,
+                        Err(e) => return Attempt::Fail(e),
+                    };
                 match answer {
                     Ok(r) => match classify(r.status) {
                         Class::Answer => Attempt::Done(Read::Ok((r.status, r.body))),

@@ -13,6 +13,7 @@ use serde_json::{json, Value};
 
 use crate::azure::arm::{arm_error, describe_failure, status_text, ARM_REQUEST_TIMEOUT};
 use crate::azure::http::{Http, Reply};
+use crate::azure::pacing::{self, Op};
 use crate::error::Error;
 use crate::retry::{retry, Attempt, Backoff, Deadline, BACKOFF_BASE, BACKOFF_CAP};
 use crate::secret::AccessToken;
@@ -489,7 +490,17 @@ impl<'a> Machines<'a> {
                 let timeout = deadline
                     .clock
                     .io_timeout(deadline.bounded(ARM_REQUEST_TIMEOUT));
-                let last = match self.http.request(method, url, &headers, body, timeout) {
+                let answer = pacing::metered(
+                    Op::of_method(method),
+                    &format!("ARM {what}"),
+                    deadline,
+                    || self.http.request(method, url, &headers, body, timeout),
+                );
+                let last = match answer {
+                    Err(e) => return Attempt::Fail(e),
+                    Ok(answer) => answer,
+                };
+                let last = match last {
                     Ok(r) if matches!(r.status, 408 | 429 | 500..=599) => {
                         let reason =
                             format!("{method} {shown}: {}", status_text(r.status, &r.body));

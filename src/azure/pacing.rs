@@ -23,6 +23,7 @@
 use std::sync::Mutex;
 use std::time::Duration;
 
+use crate::azure::http::{Failure, Reply};
 use crate::error::Error;
 use crate::retry::Deadline;
 use crate::timefmt::human;
@@ -274,6 +275,24 @@ pub fn after_request(
     if let Some(b) = budget_of(op, headers.iter().map(|(k, v)| (k.as_str(), v.as_str()))) {
         m.last[index(op)] = Some((b, deadline.clock.elapsed()));
     }
+}
+
+/// One ARM request of type `op`, paced and metered: `before_request`, `send`, `after_request`.
+/// Every ARM request goes through here, so the budget a write's answer reports slows the next
+/// poll too, and the `--json` count covers every path.
+pub fn metered(
+    op: Op,
+    what: &str,
+    deadline: &Deadline,
+    send: impl FnOnce() -> Result<Reply, Failure>,
+) -> Result<Result<Reply, Failure>, Error> {
+    before_request(op, what, deadline)?;
+    let answer = send();
+    match &answer {
+        Ok(r) => after_request(op, Some(r.status), &r.ratelimit, deadline),
+        Err(_) => after_request(op, None, &[], deadline),
+    }
+    Ok(answer)
 }
 
 /// ARM requests this process sent (every attempt, answered or not), how many were answered 429,
