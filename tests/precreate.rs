@@ -231,6 +231,13 @@ fn private_relay_assigns_the_relay_through_the_long_running_operation() {
         1,
         "the endpoint was looked at"
     );
+    let machine_reads = w
+        .arm
+        .requests()
+        .iter()
+        .filter(|r| r.method == "GET" && r.path.to_lowercase().ends_with("/machines/web01"))
+        .count();
+    assert_eq!(machine_reads, 1, "{:?}", w.arm_summary());
     let key = w.private_key();
     assert!(key.len() > 1500, "a 2048-bit PKCS#1 key in base64");
     assert_key_was_scanned_for(&w);

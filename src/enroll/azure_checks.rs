@@ -8,7 +8,7 @@ use crate::agent::Target;
 use crate::azure::arm::{self, Arm, Read};
 use crate::azure::http::Http;
 use crate::azure::pacing::{self, Op};
-use crate::config::{MachineFacts, Settings};
+use crate::config::{EnrollPathKind, MachineFacts, Settings};
 use crate::error::Error;
 use crate::identity::token::{AccessToken, Claims};
 use crate::identity::TokenSource;
@@ -69,9 +69,13 @@ pub fn before_connect(
     let mut backoff =
         Backoff::new(AZURE_POLL_BASE, AZURE_POLL_CAP).with_min_attempt(AZURE_POLL_MIN_ATTEMPT);
     log::info!(
-        "checking in Azure before running the agent: the identity's permissions on {} (and the resource providers if roles are missing), and whether {} is taken",
+        "checking in Azure before running the agent: the identity's permissions on {} (and the resource providers if roles are missing){}",
         checks.scope,
-        target.resource_name
+        if settings.enroll_path.value == EnrollPathKind::AgentToken {
+            format!(", and whether {} is taken", target.resource_name)
+        } else {
+            String::new()
+        }
     );
     let mut poll = Poll::default();
     let reachable = retry_with(
@@ -88,6 +92,13 @@ pub fn before_connect(
         log::info!(
             "ARM's read budget is low ({} left); not checking whether {} is taken, the agent will report a conflict",
             b.remaining,
+            target.resource_name
+        );
+    } else if reachable && settings.enroll_path.value != EnrollPathKind::AgentToken {
+        // Pre-created paths read the machine themselves right before the PUT (reuse, replace
+        // or conflict: enroll/precreate.rs), so a read here would only ask the same question.
+        log::debug!(
+            "not checking here whether {} is taken: the pre-created path reads it before creating it",
             target.resource_name
         );
     } else if reachable {
