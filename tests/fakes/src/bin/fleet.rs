@@ -51,7 +51,8 @@ token buckets per principal and per subscription (global), the fake agent's PUT 
                       documented limits, global reads 3,750 @ 375/s, writes 3,000 @ 150/s);
                       arc-enroll gets ARC_ENROLL_ARM_LIMITS_SCALE=F so it paces by the same buckets
   --baseline          also run each N with the buckets off: the machine-bound wall time
-  --path P            token (default) or relay (the Private Relay path, once arc-enroll has it)
+  --path P            token (default) or relay (Private Relay: HybridCompute PUT, NetworkCloud
+                      assignRelay polled per Retry-After, `azcmagent connect existing`)
   --dir DIR           where the sandboxes go (default /dev/shm, a tmpfs: each real VM has its own
                       disk, here thousands share one whose metadata writes would be the bottleneck)
 ";
@@ -86,7 +87,7 @@ enum EnrollPath {
     /// `arc-enroll connect` with the identity's token (the agent creates the resource).
     Token,
     /// Private Relay: pre-created machine (HybridCompute PUT), NetworkCloud assignRelay (a
-    /// long-running operation), `azcmagent connect existing` (FACTS §10). HOOK: see `vm_args`.
+    /// long-running operation), `azcmagent connect existing` (FACTS §10).
     Relay,
 }
 
@@ -456,22 +457,18 @@ struct ArmReport {
     principals: usize,
 }
 
-/// The command line of VM `i` for the chosen flow.
+/// The command line of every VM for the chosen flow. On the Private Relay path the Nexus VM's id
+/// comes from the token's `xms_mirid` claim (each VM's fake IMDS names a NetworkCloud VM).
 fn vm_args(o: &Opts) -> Vec<String> {
-    match o.path {
-        EnrollPath::Token => ["connect", "--location", "eastus", "--json", "--timeout"]
-            .iter()
-            .map(|s| s.to_string())
-            .chain([o.timeout.clone()])
-            .collect(),
-        // HOOK (Private Relay): once arc-enroll has the pre-created machine flow (HybridCompute
-        // PUT, NetworkCloud assignRelay LRO, `azcmagent connect existing`) and the fake ARM
-        // serves NetworkCloud (arm_hybrid), put its command line here (and any per-VM settings
-        // it needs, e.g. the NetworkCloud VM name, in `arm_vm_env`).
-        EnrollPath::Relay => fail(
-            "--path relay: the Private Relay flow is not in this arc-enroll/fake ARM yet (see vm_args)",
-        ),
+    let mut args: Vec<String> = ["connect", "--location", "eastus", "--json", "--timeout"]
+        .iter()
+        .map(|s| s.to_string())
+        .chain([o.timeout.clone()])
+        .collect();
+    if o.path == EnrollPath::Relay {
+        args.push("--private-relay".into());
     }
+    args
 }
 
 fn arm_vm_env(
@@ -504,8 +501,12 @@ fn arm_vm_env(
     env
 }
 
-fn vm_imds(i: usize) -> ImdsConfig {
+fn vm_imds(i: usize, path: EnrollPath) -> ImdsConfig {
     ImdsConfig {
+        vm_resource_type: match path {
+            EnrollPath::Token => "Microsoft.Compute/virtualMachines".into(),
+            EnrollPath::Relay => "Microsoft.NetworkCloud/virtualMachines".into(),
+        },
         vm_name: format!("vm{i:04}"),
         vm_uuid: format!("4c4c4544-0051-3010-8052-{i:012x}"),
         system_client_id: fake_guid(&format!("fleet-vm-{i}-client")),
@@ -551,7 +552,7 @@ fn run_arm_fleet(o: &Opts, n: usize, limits: Option<Limits>, scale: f64) -> ArmR
     while next < n || !running.is_empty() {
         while next < n && running.len() < o.max_running {
             let d = &dirs[next];
-            let imds = FakeImds::start(vm_imds(next));
+            let imds = FakeImds::start(vm_imds(next, o.path));
             let log = File::create(d.join("arc-enroll.log")).unwrap();
             let out = File::create(d.join("result.txt")).unwrap();
             let child = Command::new(&o.arc_enroll)
