@@ -608,3 +608,52 @@ fn relay_requests_are_counted_and_a_low_write_budget_paces_the_assignment() {
     assert_eq!(v["arm_requests"], ours.len(), "{v} {:?}", w.arm_summary());
     assert_eq!(v["arm_throttled"], 0, "{v}");
 }
+
+#[test]
+fn an_agent_that_cannot_share_the_fake_azure_reads_the_precreated_machine_through_its_proxy() {
+    // `make e2e`'s set-up: the VM's fake agent has its own fake-Azure directory and reaches the
+    // fake ARM only as the real agent reaches Azure, through its proxy.url (FAKE_AZCMAGENT_REMOTE_AZURE).
+    let w = world("precreate-remote", nexus(), |c| c.relay.polls_running = 0);
+    let local = w.sb.root.join("vm-local-azure");
+    let (url, local_s) = (w.arm.url(), local.display().to_string());
+    // Redacted in the agent's record (below): no door left open for the key at all.
+    w.sb.disallow(PRIVATE_KEY, "agent-config:connect");
+    let r = w.run(
+        &["connect", "--private-relay"],
+        &[
+            ("FAKE_AZURE_DIR", &local_s),
+            ("FAKE_AZCMAGENT_REMOTE_AZURE", &url),
+            ("FAKE_AZCMAGENT_REDACT", "private-key"),
+        ],
+    );
+    r.expect_code(0);
+    let m = &w.machines()[0];
+    let vmid = m.properties.vm_id.to_lowercase();
+    let agent_reads: Vec<_> = w
+        .arm
+        .requests()
+        .into_iter()
+        .filter(|q| q.bearer_oid.as_deref() == Some(vmid.as_str()))
+        .collect();
+    assert_eq!(agent_reads.len(), 1, "{:?}", w.arm_summary());
+    assert_eq!(agent_reads[0].method, "GET");
+    assert!(agent_reads[0].path.eq_ignore_ascii_case(&m.id));
+    // The agent checked the key against the fake ARM's clientPublicKey and connected its copy.
+    let copy = Store::new(&local).list_machines().unwrap();
+    assert_eq!(copy.len(), 1);
+    assert_eq!(copy[0].properties.status, "Connected");
+    assert_eq!(
+        copy[0].properties.extra.get("clientPublicKey"),
+        m.properties.extra.get("clientPublicKey")
+    );
+    let calls = w.sb.agent_calls_of("connect");
+    assert_eq!(
+        calls[0]["config_file"]["content"]["private-key"]
+            .as_str()
+            .unwrap_or_default()
+            .split(':')
+            .next(),
+        Some("<redacted")
+    );
+    assert_key_was_scanned_for(&w);
+}

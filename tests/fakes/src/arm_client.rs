@@ -1,5 +1,6 @@
 //! A minimal HTTPS client for the fakes' own ARM calls (the fake agent's resource write when it
-//! is pointed at a fake ARM, and the fakes' tests): one request, the test CA trusted, no proxy.
+//! is pointed at a fake ARM, and the fakes' tests): one request, the test CA trusted; through the
+//! proxy given to `request_via`, else ureq's default (the environment's `https_proxy`, if any).
 
 use std::path::Path;
 use std::sync::Arc;
@@ -29,6 +30,22 @@ pub fn request(
     token: &str,
     body: Option<&str>,
 ) -> Result<Answer, String> {
+    request_via(None, method, url, ca_pem, token, body)
+}
+
+/// `request` through an HTTP proxy (`http://host:port`) when one is given.
+pub fn request_via(
+    proxy: Option<&str>,
+    method: &str,
+    url: &str,
+    ca_pem: &Path,
+    token: &str,
+    body: Option<&str>,
+) -> Result<Answer, String> {
+    let proxy = match proxy.filter(|p| !p.is_empty()) {
+        Some(p) => Some(ureq::Proxy::new(p).map_err(|e| format!("proxy {p}: {e}"))?),
+        None => None,
+    };
     let data = std::fs::read(ca_pem).map_err(|e| format!("{}: {e}", ca_pem.display()))?;
     let certs: Vec<Certificate<'static>> = ureq::tls::parse_pem(&data)
         .flatten()
@@ -41,13 +58,14 @@ pub fn request(
         .root_certs(RootCerts::Specific(Arc::new(certs)))
         .unversioned_rustls_crypto_provider(Arc::new(rustls::crypto::ring::default_provider()))
         .build();
-    let agent = ureq::Agent::new_with_config(
-        ureq::Agent::config_builder()
-            .http_status_as_error(false)
-            .timeout_global(Some(Duration::from_secs(30)))
-            .tls_config(tls)
-            .build(),
-    );
+    let mut config = ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .timeout_global(Some(Duration::from_secs(30)))
+        .tls_config(tls);
+    if proxy.is_some() {
+        config = config.proxy(proxy);
+    }
+    let agent = ureq::Agent::new_with_config(config.build());
     let req = ureq::http::Request::builder()
         .method(method)
         .uri(url)

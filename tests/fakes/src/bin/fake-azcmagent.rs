@@ -13,6 +13,12 @@
 //! - `FAKE_AZCMAGENT_ARM_ENDPOINT` (unset by default): a fake ARM whose write buckets `connect`'s
 //!   resource creation is charged to, with the caller's token (`make fleet`); its CA from
 //!   `FAKE_AZCMAGENT_ARM_CA` or `SSL_CERT_FILE`. See `arm_write`.
+//! - `FAKE_AZCMAGENT_REMOTE_AZURE` (unset by default): a fake ARM that holds the pre-created
+//!   machine `connect existing` needs, read through the agent's `proxy.url` (`make e2e`, where the
+//!   VM cannot share `FAKE_AZURE_DIR`). See `mirror_remote_machine`.
+//! - `FAKE_AZCMAGENT_REDACT` (unset by default): comma-separated option names (`private-key`,
+//!   `access-token`) whose values `calls.jsonl` records as `<redacted: N chars>`, in argv and in
+//!   the `--config` content, so that a test can check what *arc-enroll* left on a disk.
 //!
 //! Files under `<dir>`:
 //! - `calls.jsonl`: one JSON object per invocation, appended first thing:
@@ -417,6 +423,41 @@ fn mode_of(p: &Path) -> Option<String> {
         .map(|m| format!("{:o}", m.permissions().mode() & 0o7777))
 }
 
+/// The option names `FAKE_AZCMAGENT_REDACT` lists.
+fn redacted_options() -> Vec<String> {
+    std::env::var("FAKE_AZCMAGENT_REDACT")
+        .unwrap_or_default()
+        .split(',')
+        .map(|k| k.trim().trim_start_matches('-').to_string())
+        .filter(|k| !k.is_empty())
+        .collect()
+}
+
+fn redaction(v: &str) -> String {
+    format!("<redacted: {} chars>", v.len())
+}
+
+/// `args` with the values of the `redact` options replaced (`--k v` and `--k=v`).
+fn redact_argv(args: &[String], redact: &[String]) -> Vec<String> {
+    let named = |a: &str| redact.iter().any(|k| a == format!("--{k}"));
+    let mut out = Vec::with_capacity(args.len());
+    let mut hide_next = false;
+    for a in args {
+        if hide_next {
+            out.push(redaction(a));
+            hide_next = false;
+        } else if named(a) {
+            out.push(a.clone());
+            hide_next = true;
+        } else if let Some((k, v)) = a.split_once('=').filter(|(k, _)| named(k)) {
+            out.push(format!("{k}={}", redaction(v)));
+        } else {
+            out.push(a.clone());
+        }
+    }
+    out
+}
+
 fn record(ctx: &Ctx, program: &str, args: &[String]) {
     let mut env = Map::new();
     for k in RECORDED_ENV {
@@ -435,8 +476,10 @@ fn record(ctx: &Ctx, program: &str, args: &[String]) {
         })
         .collect();
     let now = jwt::now_unix();
+    let redact = redacted_options();
+    let shown = redact_argv(args, &redact);
     let mut rec = json!({
-        "argv": args,
+        "argv": shown,
         "program": program,
         "env": env,
         "environ": environ,
@@ -463,7 +506,16 @@ fn record(ctx: &Ctx, program: &str, args: &[String]) {
                     "content": Value::Null,
                 });
                 match parse_config_text(&String::from_utf8_lossy(&bytes)) {
-                    Ok(v) => cf["content"] = v,
+                    Ok(mut v) => {
+                        if let Some(o) = v.as_object_mut() {
+                            for k in &redact {
+                                if let Some(x) = o.get_mut(k.as_str()) {
+                                    *x = redaction(x.as_str().unwrap_or_default()).into();
+                                }
+                            }
+                        }
+                        cf["content"] = v
+                    }
                     Err(e) => cf["parse_error"] = e.into(),
                 }
                 rec["config_file"] = cf;
@@ -1314,6 +1366,84 @@ fn register_private_key(text: &str, key: &rsa::PrivateKey) {
     arc_enroll_fakes::secrets::register(arc_enroll_fakes::secrets::PRIVATE_KEY, &text[start..]);
 }
 
+/// With `FAKE_AZCMAGENT_REMOTE_AZURE` set (`make e2e`: a VM cannot share the host's fake-Azure
+/// directory), the pre-created machine is read from that fake ARM and copied into the local fake
+/// Azure first, so the checks below (vmId, the key against `clientPublicKey`) run on what the fake
+/// ARM holds. The request goes through the agent's own `proxy.url` setting, as the real agent's
+/// calls to Azure (his.arc.azure.com, FACTS §10) do, and never directly. Its bearer is a
+/// JWT-shaped stand-in naming the vmId (the real agent proves the key to HIS instead; the fake
+/// ARM checks no signature). CA: `FAKE_AZCMAGENT_ARM_CA`, `SSL_CERT_FILE`, else the system bundle.
+/// A 404 leaves the local store as it is (→ "was not found" below).
+fn mirror_remote_machine(
+    ctx: &Ctx,
+    state: &AgentState,
+    id: &str,
+    vmid: &str,
+    tenant: &str,
+) -> R<()> {
+    let Ok(base) = std::env::var("FAKE_AZCMAGENT_REMOTE_AZURE") else {
+        return Ok(());
+    };
+    let ca = std::env::var("FAKE_AZCMAGENT_ARM_CA")
+        .or_else(|_| std::env::var("SSL_CERT_FILE"))
+        .unwrap_or_else(|_| "/etc/ssl/certs/ca-certificates.crt".into());
+    let proxy = state.settings.get("proxy.url").and_then(Value::as_str);
+    let url = format!(
+        "{}{id}?api-version=2025-02-19-preview",
+        base.trim_end_matches('/')
+    );
+    let bearer =
+        jwt::mint(&json!({"oid": vmid, "tid": tenant, "sub": "azcmagent connect existing (fake)"}));
+    let net = |e: String| {
+        fail(
+            26,
+            format!("Network error: failed to reach {base} ({e}). Check your network and proxy configuration"),
+        )
+    };
+    let a = arc_enroll_fakes::arm_client::request_via(
+        proxy,
+        "GET",
+        &url,
+        Path::new(&ca),
+        &bearer,
+        None,
+    )
+    .map_err(net)?;
+    match a.status {
+        404 => return Ok(()),
+        200 => {}
+        s => {
+            return Err(fail(
+                42,
+                format!(
+                    "Failed to AzcmagentConnect ARM resource: {} Status Code={s}",
+                    a.body
+                ),
+            ))
+        }
+    }
+    let mut v: Value = serde_json::from_str(&a.body).map_err(|e| {
+        fail(
+            42,
+            format!("Failed to AzcmagentConnect ARM resource: unreadable answer ({e})"),
+        )
+    })?;
+    if let Some(props) = v.get_mut("properties").and_then(Value::as_object_mut) {
+        // ARM shows unset strings as null; the store keeps them empty.
+        props.retain(|k, v| !(v.is_null() && k != "status"));
+    }
+    let m: Machine = serde_json::from_value(v).map_err(|e| {
+        fail(
+            42,
+            format!("Failed to AzcmagentConnect ARM resource: unexpected machine ({e})"),
+        )
+    })?;
+    ctx.azure
+        .upsert_machine(&m)
+        .map_err(|e| io_fail(42, "Failed to AzcmagentConnect ARM resource", e))?;
+    Ok(())
+}
+
 fn cmd_connect_existing(ctx: &Ctx, mut p: Parsed, out: &Out) -> R<()> {
     use base64::Engine;
     use rsa::pkcs1::EncodeRsaPublicKey;
@@ -1412,6 +1542,7 @@ fn cmd_connect_existing(ctx: &Ctx, mut p: Parsed, out: &Out) -> R<()> {
     out.line(&format!(
         "  INFO    Using existing resource in Azure...           Resource ID={id}"
     ));
+    mirror_remote_machine(ctx, &state, &id, &vmid, &tenant)?;
     let existing = ctx
         .azure
         .get_machine(&sub, &rg, &name)
