@@ -192,9 +192,9 @@ E2E_SUITES ?= bookworm trixie
 E2E_MODE ?= parallel
 e2e: deb deb-test setup-e2e
 	$(CARGO) build --locked --release --target $(TARGET) -p arc-enroll-fakes --bin fake-azcmagent
-	$(CARGO) build --locked -p arc-enroll-fakes --bin fake-imds
+	$(CARGO) build --locked -p arc-enroll-fakes --bin fake-imds --bin fake-arm
 	bash tests/e2e/suites.sh "$(E2E_SUITES)" $(E2E_MODE) --deb $$(ls $(DEB_DIR)/arc-enroll_*_amd64.deb | head -1) \
-	  --fake-agent $(FAKE_AGENT_MUSL) --fake-imds $(FAKE_IMDS_BIN) --arc-enroll $(RELEASE_BIN)
+	  --fake-agent $(FAKE_AGENT_MUSL) --fake-imds $(FAKE_IMDS_BIN) --fake-arm $(FAKES_BIN)/fake-arm --arc-enroll $(RELEASE_BIN)
 
 ## ---- Issue 18: the Ansible role (examples/ansible) against three local hosts and the fakes ----
 ANSIBLE_CORE_VERSION := 2.19.14

@@ -12,10 +12,16 @@
 # Each scenario is one function (scenario_NAME) run in the order of ARC_ENROLL_E2E_SCENARIOS; a
 # scenario may use the disks of the ones before it (clones copy the parent's, golden a clone's).
 #
+# The relay scenario boots a fresh copy of the image as a Nexus VM enrolling through Private Relay
+# (--private-relay): a host fake ARM (HybridCompute PUT, NetworkCloud assignRelay as a long-running
+# operation) reachable only through the same tinyproxy, its CA trusted through cloud-init's
+# ca_certs; the guest's fake agent reads the pre-created machine back through its proxy.url.
+#
 # Usage: run.sh [--suite bookworm|trixie] --deb DEB --fake-agent BIN --fake-imds BIN --arc-enroll BIN
+#               [--fake-arm BIN]
 # Env: ARC_ENROLL_E2E_CACHE (image cache, default /var/cache/arc-enroll-e2e),
 #      ARC_ENROLL_E2E_KEEP=1 (keep the work dir), ARC_ENROLL_E2E_BOOT_TIMEOUT (seconds, default 900),
-#      ARC_ENROLL_E2E_SCENARIOS (default "parent clones golden").
+#      ARC_ENROLL_E2E_SCENARIOS (default "parent clones golden relay").
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 repo=$(cd "$here/../.." && pwd)
@@ -26,13 +32,15 @@ while [ $# -gt 0 ]; do
     --deb) DEB=$(realpath "$2"); shift 2 ;;
     --fake-agent) FAKE_AGENT=$(realpath "$2"); shift 2 ;;
     --fake-imds) FAKE_IMDS=$(realpath "$2"); shift 2 ;;
+    --fake-arm) FAKE_ARM=$(realpath "$2"); shift 2 ;;
     --arc-enroll) ARC_ENROLL=$(realpath "$2"); shift 2 ;;
     *) echo "run.sh: unknown argument $1" >&2; exit 2 ;;
   esac
 done
 : "${DEB:?--deb}" "${FAKE_AGENT:?--fake-agent}" "${FAKE_IMDS:?--fake-imds}" "${ARC_ENROLL:?--arc-enroll}"
 BOOT_TIMEOUT=${ARC_ENROLL_E2E_BOOT_TIMEOUT:-900}
-SCENARIOS=${ARC_ENROLL_E2E_SCENARIOS:-parent clones golden}
+SCENARIOS=${ARC_ENROLL_E2E_SCENARIOS:-parent clones golden relay}
+case " $SCENARIOS " in *" relay "*) : "${FAKE_ARM:?--fake-arm (the relay scenario needs it)}" ;; esac
 
 T0=$(date +%s)
 step() { printf '[e2e %s %4ss] %s\n' "$SUITE" "$(( $(date +%s) - T0 ))" "$*"; }
@@ -79,6 +87,10 @@ install -D -m 0755 "$FAKE_AGENT" "$root/opt/azcmagent-fake/fake-azcmagent"
 mkdir -p "$root/opt/azcmagent/bin"
 cat >"$root/opt/azcmagent/bin/azcmagent" <<'EOF'
 #!/bin/sh
+# e2e.remote_azure=URL (the relay scenario): the host's fake ARM holds the pre-created machine;
+# the fake agent reads it through its proxy.url and records no secret on this disk.
+ra=$(sed -n 's/.*e2e\.remote_azure=\([^ ]*\).*/\1/p' /proc/cmdline)
+[ -n "$ra" ] && export FAKE_AZCMAGENT_REMOTE_AZURE="$ra" FAKE_AZCMAGENT_REDACT=private-key,access-token
 if [ "$1" = connect ]; then
   p=$(python3 -c 'import json; print(json.load(open("/var/opt/azcmagent-fake/agent.json")).get("settings", {}).get("proxy.url", ""))' 2>/dev/null)
   if [ -n "$p" ]; then set -- "$@"; curl -sS -m 20 -x "$p" -o /dev/null https://management.azure.com/ >>/var/log/e2e-agent-probe.log 2>&1
@@ -139,6 +151,8 @@ EOF
 disk=$work/parent.raw
 mkfs.ext4 -q -F -L root -d "$root" "$disk" 3G >/dev/null || fail "mkfs.ext4 -d"
 rm -rf "$root"
+# The relay scenario boots a copy of the disk no boot has touched.
+case " $SCENARIOS " in *" relay "*) cp --sparse=always "$disk" "$work/pristine.raw" ;; esac
 step "disk with the .deb and the fake agent made in $(( $(date +%s) - t ))s"
 
 # ---------------------------------------------------------------- user-data
@@ -159,7 +173,7 @@ boot() {
   mkdir -p "$d"
   "$FAKE_IMDS" --listen 127.0.0.1:0 --port-file "$d/imds.port" --record "$d/imds.jsonl" --quiet \
     --tenant "$TENANT" --subscription "$SUB" --resource-group "$RG" --location "$LOC" \
-    --vm-name "$name" --vm-uuid "$uuid" >"$d/imds.out" 2>&1 &
+    --vm-name "$name" --vm-uuid "$uuid" ${BOOT_IMDS_ARGS:-} >"$d/imds.out" 2>&1 &
   PIDS+=($!)
   local pport; pport=$(free_port)
   echo '^127\.0\.0\.1$' >"$d/filter"
@@ -182,7 +196,7 @@ EOF
   [ -s "$d/imds.port" ] || fail "$name: fake-imds did not start: $(cat "$d/imds.out")"
   local iport; iport=$(cat "$d/imds.port")
   printf 'instance-id: %s\nlocal-hostname: %s\n' "iid-$name-$uuid" "$HOSTNAME_" >"$d/meta-data"
-  cp "$work/user-data" "$d/user-data"
+  cp "${BOOT_USER_DATA:-$work/user-data}" "$d/user-data"
   rm -f "$d/seed.img"
   mkfs.vfat -n CIDATA -C "$d/seed.img" 1024 >/dev/null
   mcopy -i "$d/seed.img" "$d/user-data" "$d/meta-data" ::
@@ -292,6 +306,12 @@ state = js("guest/state.json")
 agent = js("guest/agent.json")
 uuid = text("uuid").strip()
 machines = text("guest/azure-machines").split()
+arm_log = text("arm.log")
+def host_machines():
+    out = []
+    for root, _, files in os.walk(os.path.join(d, "azure", "machines")):
+        out += [json.load(open(os.path.join(root, f))) for f in files if f.endswith(".json")]
+    return out
 ok = eval(expr)
 sys.exit(0 if ok else 1)
 EOF
@@ -394,6 +414,114 @@ scenario_golden() {
   check golden "new machine-id, every earlier resource left alone in the fake Azure" \
     "text('guest/machine-id').strip() not in ('', '$P_MID') and all(n in machines for n in ('${P_NAME,,}.json', '${K_NAME,,}.json', '${G_NAME,,}.json'))"
   SUMMARY+=("golden-image VM $(cat "$work/golden/seconds")s")
+}
+
+# ---------------------------------------------------------------- Private Relay
+# key_scan DISK PUBLIC_KEY_B64: how often the disk (every block, deleted files included) holds the
+# private key that belongs to this public key, and the public key itself. Both DER forms carry
+# the modulus n early: the private key as `02 01 00 02 82 01 01 00 n` (its version, then n), the
+# public key as `30 82 01 0a 02 82 01 01 00 n`; both are searched raw, in hex and in base64 (all
+# three alignments).
+# Prints "private=N public=M".
+key_scan() {
+  python3 - "$1" "$2" <<'EOF'
+import base64, os, sys
+disk, pub = sys.argv[1], base64.b64decode(sys.argv[2])
+assert pub[:9] == bytes.fromhex("3082010a0282010100"), "a PKCS#1 RSA-2048 public key"
+# 36 bytes of n: the copy stays on the first line of a PEM (64 characters) at every alignment.
+n = pub[9:9 + 36]
+def forms(prefix):
+    raw = prefix + n
+    # base64 at each of the three alignments a copy can have (e.g. inside a PKCS#8 wrapper).
+    b64 = [base64.b64encode(raw[k:k + 3 * ((len(raw) - k) // 3)]) for k in range(3)]
+    return [raw, raw.hex().encode(), raw.hex().upper().encode()] + b64
+# Prefixes long enough that no alignment's trimmed copy is shared: the private key's version and
+# modulus header, the public key's whole header.
+private, public = forms(bytes.fromhex("0201000282010100")), forms(bytes.fromhex("3082010a0282010100"))
+counts = {"private": 0, "public": 0}
+fd = os.open(disk, os.O_RDONLY)
+size, pos, chunk = os.fstat(fd).st_size, 0, 1 << 24
+while pos < size:
+    try:
+        pos = os.lseek(fd, pos, os.SEEK_DATA)
+    except OSError:
+        break
+    end = os.lseek(fd, pos, os.SEEK_HOLE)
+    while pos < end:
+        # Each window overlaps the next by 512 bytes (longer than any pattern); a match is
+        # counted in the window it starts in.
+        buf = os.pread(fd, min(chunk + 512, end - pos), pos)
+        for k, pats in (("private", private), ("public", public)):
+            for p in pats:
+                i = buf.find(p)
+                while 0 <= i < chunk:
+                    counts[k] += 1
+                    i = buf.find(p, i + 1)
+        pos += chunk
+print(f"private={counts['private']} public={counts['public']}")
+EOF
+}
+
+# A Nexus VM enrolling through Private Relay, from a disk no boot has touched: the token names its
+# NetworkCloud VM (xms_mirid); arc-enroll pre-creates the machine in the host's fake ARM with a
+# one-time key, assigns the relay (a long-running operation, polled), and runs `connect existing`.
+scenario_relay() {
+  local d=$work/relay
+  mkdir -p "$d/azure"
+  # The scan first finds a real PKCS#1 key (openssl's), in PEM, in a file: a control for key_scan.
+  openssl genrsa -traditional -out "$d/control.pem" 2048 2>/dev/null
+  [ "$(key_scan "$d/control.pem" "$(openssl rsa -in "$d/control.pem" -RSAPublicKey_out -outform DER 2>/dev/null | base64 -w0)")" = "private=1 public=0" ] ||
+    fail "relay: key_scan does not find a PKCS#1 private key in PEM"
+  rm -f "$d/control.pem"
+  cp --sparse=always "$work/pristine.raw" "$work/relay.raw"; echo "$work/relay.raw" >"$d/disk"
+  "$FAKE_ARM" --listen 127.0.0.1:0 --port-file "$d/arm.port" --ca-dir "$d" --azure-dir "$d/azure" \
+    --relay-polls 2 --relay-retry-after 2 >"$d/arm.out" 2>"$d/arm.log" &
+  PIDS+=($!)
+  for _ in $(seq 100); do [ -s "$d/arm.port" ] && break; sleep 0.1; done
+  [ -s "$d/arm.port" ] || fail "relay: fake-arm did not start: $(cat "$d/arm.out" "$d/arm.log")"
+  local aport arm_url; aport=$(cat "$d/arm.port"); arm_url=https://127.0.0.1:$aport
+  # 127.0.0.1 is the host's loopback only to the proxy: inside the guest nothing listens there, so
+  # NO_PROXY must not list it and every ARM request goes through tinyproxy.
+  "$ARC_ENROLL" user-data --config '' --resource-name '{hostname}-{vm_uuid8}' --private-relay \
+    --arm-endpoint "$arm_url" --proxy "$PROXY_URL" --no-proxy 169.254.169.254 --timeout 10m \
+    >"$work/user-data-relay" 2>"$d/user-data.err" || { cat "$d/user-data.err"; fail "arc-enroll user-data --private-relay"; }
+  # The fake ARM's CA, trusted the way a user trusts a corporate CA: cloud-init's ca_certs.
+  { echo "ca_certs:"; echo "  trusted:"; echo "    - |"; sed 's/^/      /' "$d/ca.pem"; } >>"$work/user-data-relay"
+  cloud-init schema --config-file "$work/user-data-relay" >/dev/null || fail "cloud-init schema rejected the relay user-data"
+  R_UUID=$(python3 -c 'import uuid; print(uuid.uuid4())')
+  BOOT_IMDS_ARGS="--vm-resource-type Microsoft.NetworkCloud/virtualMachines" BOOT_USER_DATA=$work/user-data-relay \
+    boot relay "$work/relay.raw" "$R_UUID" "e2e.remote_azure=$arm_url"
+  wait_boot relay
+  R_NAME="$HOSTNAME_-${R_UUID:0:8}"
+  local mpath="/subscriptions/$SUB/resourceGroups/$RG/providers/Microsoft.HybridCompute/machines/$R_NAME"
+  # The packaged unit runs after cloud-init's network stage (config written, CA trusted) and
+  # enrolls; cloud-init's own runcmd run then finds the machine enrolled.
+  check relay "the packaged unit enrolled through Private Relay; cloud-init's run found it enrolled" \
+    "'Private Relay assigned' in text('guest/e2e-unit.log') and 'arc-enroll: $R_NAME (' in text('guest/e2e-unit.log') and '— enrolled' in text('guest/e2e-unit.log') and 'Result=success' in text('guest/e2e-unit.log') and 'arc-enroll: $R_NAME (' in out and 'FAILED' not in out + text('guest/e2e-unit.log')"
+  check relay "the Nexus VM id came from the token (xms_mirid, Microsoft.NetworkCloud/virtualMachines)" \
+    "'Microsoft.NetworkCloud/virtualMachines/relay (from the token' in text('guest/e2e-unit.log')"
+  check relay "the fake ARM got the PUT, the assignRelay POST and its polls, nothing refused" \
+    "'PUT $mpath -> 200' in arm_log and 'assignRelay -> 202' in arm_log and arm_log.count('/operationStatuses/') == 3 and not any(' -> 4' in l or ' -> 5' in l for l in arm_log.splitlines() if not l.endswith('$R_NAME -> 404'))"
+  check relay "one machine in the fake ARM, with this VM's vmId and a PKCS#1 public key" \
+    "len(host_machines()) == 1 and host_machines()[0]['properties']['vmId'] == state.get('vm_id') and host_machines()[0]['properties']['clientPublicKey'].startswith('MIIBCgKCAQEA')"
+  check relay "the agent ran connect existing once with the key in a 0600 --config file and --vmid, never a token" \
+    "len(of('connect')) == 1 and of('connect')[0]['argv'][1] == 'existing' and arg(of('connect')[0], '--vmid') == state.get('vm_id') and of('connect')[0]['config_file']['mode'] == '600' and of('connect')[0]['config_file']['content']['private-key'].startswith('<redacted: ') and not any('access-token' in json.dumps([c['argv'], c.get('config_file')]) for c in calls) and agent.get('connected') is True"
+  check relay "state.json records the pre-created, relayed machine" \
+    "state.get('enrolled_via') == 'private-relay' and state.get('resource_name') == '$R_NAME' and state.get('resource_id', '').lower() == host_machines()[0]['id'].lower()"
+  check relay "ARM reached only through the proxy (CONNECT 127.0.0.1:$aport), IMDS directly" \
+    "'CONNECT 127.0.0.1:$aport' in proxy_log and all(r['target'].startswith('/') for r in imds) and '169.254.169.254' not in proxy_log"
+  check relay "the guest's fake agent read the machine back through its proxy.url (a second GET of it, answered 200)" \
+    "arm_log.count('GET $mpath -> 200') >= 1"
+  local pub scan
+  pub=$(python3 -c 'import json,sys,glob; print(json.load(open(glob.glob(sys.argv[1] + "/azure/machines/*/*/*.json")[0]))["properties"]["clientPublicKey"])' "$d")
+  scan=$(key_scan "$work/relay.raw" "$pub")
+  step "relay: guest disk scanned for the one-time key (raw, base64, hex; deleted blocks too): $scan"
+  case "$scan" in
+    "private=0 public="[1-9]*) step "relay: ok: the private key is nowhere on the guest disk; its public half is (the agent's copy of the resource: the scan sees the files)" ;;
+    *) fail "relay: key scan of the guest disk: $scan (want private=0, and the public key found as a control)" ;;
+  esac
+  step "relay: enrolled at guest uptime $(enrolled_at relay "$R_NAME")s (console), powered off after $(cat "$d/seconds")s"
+  SUMMARY+=("Private Relay VM $(cat "$d/seconds")s")
 }
 
 # ---------------------------------------------------------------- main
