@@ -137,7 +137,7 @@ faults: setup-test
 FLEET_ARM_N ?= 200,1000,2000
 FLEET_ARM_MAX_RUNNING ?= 200
 FLEET_ARM_SCALE ?= 1,0.1
-FLEET_ARM_PATH ?= token
+FLEET_ARM_PATHS ?= token relay
 fleet: build
 	$(CARGO) build --locked -p arc-enroll-fakes
 	$(FAKES_BIN)/fleet --arc-enroll $(RELEASE_BIN) --n $(FLEET_N) --out target/fleet.md
@@ -146,9 +146,10 @@ fleet: build
 ## The ARM scenario alone.
 fleet-arm: build
 	$(CARGO) build --locked -p arc-enroll-fakes
-	ulimit -n $$(ulimit -Hn) && ulimit -n && $(FAKES_BIN)/fleet --scenario arm --arc-enroll $(RELEASE_BIN) \
+	ulimit -n $$(ulimit -Hn) && ulimit -n && for p in $(FLEET_ARM_PATHS); do \
+	  $(FAKES_BIN)/fleet --scenario arm --arc-enroll $(RELEASE_BIN) \
 	  --n $(FLEET_ARM_N) --max-running $(FLEET_ARM_MAX_RUNNING) --arm-scale $(FLEET_ARM_SCALE) \
-	  --path $(FLEET_ARM_PATH) --baseline --out target/fleet-arm.md
+	  --path $$p --baseline --out target/fleet-arm-$$p.md || exit 1; done
 
 ## BENCHMARKS.md: size, RSS and time against bare curl, 410 recovery, and the Azure CLI path.
 ## Not part of `make test`; the Azure CLI venv is cached in /var/cache/arc-enroll-bench.

@@ -135,6 +135,6 @@ echo "== writing $OUT"
 export work RSS_CURL RSS_TOKEN RSS_CONNECT RSS_AGENT BIN RUNS GONE AZ_INSTALL_SECS AZ_INSTALL_WHEN AZ_SIZE \
   AZ_VERSION MSAL_VERSION MSAL_LINE AZ_LOGIN_OUT AZ_TOKEN_OUT AZ_LOGIN_RSS AZ_TOKEN_RSS AZ_NOTE
 export RECOV="${recov[*]}" FLEET_MD=$( [ -f target/fleet.md ] && realpath target/fleet.md || echo "")
-export FLEET_ARM_MD=$( [ -f target/fleet-arm.md ] && realpath target/fleet-arm.md || echo "")
+export FLEET_ARM_MD=$(for p in token relay; do [ -f target/fleet-arm-$p.md ] && realpath target/fleet-arm-$p.md; done | tr '\n' ' ')
 python3 "$(dirname "$0")/report.py" > "$OUT"
 cat "$OUT"
