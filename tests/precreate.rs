@@ -657,3 +657,34 @@ fn an_agent_that_cannot_share_the_fake_azure_reads_the_precreated_machine_throug
     );
     assert_key_was_scanned_for(&w);
 }
+
+#[test]
+fn throttled_operation_polls_are_waited_out_not_read_as_a_failed_relay() {
+    // More 429s in a row than the attempts a failing request gets (found by `make fleet-arm` at
+    // ×0.1: 92 of 1,000 VMs exited 5, "the assignRelay operation ... ended HTTP 429").
+    let throttled = arc_enroll::azure::machines::ARM_WRITE_ATTEMPTS + 3;
+    let w = world("relay-poll-429", nexus(), |c| {
+        c.relay.polls_running = 1;
+        c.relay.poll_throttle = throttled;
+    });
+    let r = w.run(&["connect", "--private-relay", "--json"], &[]);
+    r.expect_code(0)
+        .log_has("HTTP 429: SubscriptionRequestsThrottled")
+        .log_has("Private Relay assigned");
+    let polls: Vec<u16> = w
+        .arm
+        .requests()
+        .iter()
+        .filter(|q| q.path.contains("/operationStatuses/"))
+        .map(|q| q.status)
+        .collect();
+    assert_eq!(
+        polls.iter().filter(|s| **s == 429).count() as u32,
+        throttled,
+        "{polls:?}"
+    );
+    assert_eq!(polls.last(), Some(&200), "{polls:?}");
+    let line = r.stdout.lines().last().unwrap_or_default();
+    let v: serde_json::Value = serde_json::from_str(line).unwrap();
+    assert_eq!(v["arm_throttled"], throttled, "{v}");
+}

@@ -25,7 +25,8 @@ pub const MACHINES_WRITE_API_VERSION: &str = "2025-02-19-preview";
 pub const NETWORKCLOUD_API_VERSION: &str = "2025-09-01";
 pub const HYBRIDCONNECTIVITY_API_VERSION: &str = "2023-03-15";
 pub const ASSIGN_RELAY_ACTION: &str = "Microsoft.NetworkCloud/virtualMachines/assignRelay/action";
-/// How many times one write is sent when ARM throttles or fails before the caller hears of it.
+/// How many times one request is sent when ARM fails (408, 5xx, no answer) before the caller hears
+/// of it; a throttled one (429) is retried per `Retry-After` until the deadline instead.
 pub const ARM_WRITE_ATTEMPTS: u32 = 6;
 /// Poll a long-running operation this often when it gives no `Retry-After` (ARM's default hint).
 pub const LRO_DEFAULT_POLL: Duration = Duration::from_secs(10);
@@ -501,7 +502,16 @@ impl<'a> Machines<'a> {
                     Ok(answer) => answer,
                 };
                 let last = match last {
-                    Ok(r) if matches!(r.status, 408 | 429 | 500..=599) => {
+                    // Throttled: wait as ARM asks and try again, for as long as the deadline
+                    // allows. A fleet can meet 429s on many requests in a row; giving up after a
+                    // few would report a throttled poll as a failed operation.
+                    Ok(r) if r.status == 429 => {
+                        return Attempt::Retry {
+                            reason: format!("{method} {shown}: {}", status_text(r.status, &r.body)),
+                            retry_after: r.retry_after,
+                        };
+                    }
+                    Ok(r) if matches!(r.status, 408 | 500..=599) => {
                         let reason =
                             format!("{method} {shown}: {}", status_text(r.status, &r.body));
                         if n >= ARM_WRITE_ATTEMPTS {

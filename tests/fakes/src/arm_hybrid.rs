@@ -60,6 +60,9 @@ pub struct RelayConfig {
     pub location: String,
     /// Every machine PUT is answered with this `(status, code, message)` (a fault for tests).
     pub machine_put_error: Option<(u16, String, String)>,
+    /// The first N operation polls are answered 429 `Retry-After: 1` with ARM's throttling body,
+    /// as a subscription's empty read bucket answers them (the operation itself is not touched).
+    pub poll_throttle: u32,
 }
 
 impl Default for RelayConfig {
@@ -72,6 +75,7 @@ impl Default for RelayConfig {
             vms: Vec::new(),
             location: "eastus".into(),
             machine_put_error: None,
+            poll_throttle: 0,
         }
     }
 }
@@ -103,6 +107,7 @@ pub struct HybridState {
     operations: BTreeMap<String, Operation>,
     pub assignments: Vec<Assignment>,
     counter: u64,
+    polls_throttled: u32,
 }
 
 fn arm_error(status: u16, code: &str, message: &str) -> Reply {
@@ -174,6 +179,17 @@ pub fn route(
             || seg[6].eq_ignore_ascii_case("operationStatus"))
         && req.method == "GET"
     {
+        if st.polls_throttled < cfg.poll_throttle {
+            st.polls_throttled += 1;
+            return Some(
+                arm_error(
+                    429,
+                    "SubscriptionRequestsThrottled",
+                    &format!("Number of 'read' requests for subscription '{}' exceeded. Please try again after '1' seconds after additional tokens are available. Refer to https://aka.ms/arm-throttling for additional information.", seg[1]),
+                )
+                .with_header("Retry-After", "1"),
+            );
+        }
         return Some(poll(st, cfg, store, req, seg[1], seg[7]));
     }
     if seg.len() < 6 || !seg[2].eq_ignore_ascii_case("resourceGroups") {
