@@ -688,3 +688,39 @@ fn throttled_operation_polls_are_waited_out_not_read_as_a_failed_relay() {
     let v: serde_json::Value = serde_json::from_str(line).unwrap();
     assert_eq!(v["arm_throttled"], throttled, "{v}");
 }
+
+#[test]
+fn a_low_read_budget_leaves_out_the_endpoint_confirmation() {
+    // Global reads: 37.5 tokens (×0.01) refilled at 0.1/s; 32 reads by other VMs leave 5.5.
+    // Permissions, the machine read and the one poll leave 2.5, under a tenth of the bucket: the
+    // optional HybridConnectivity read is skipped (the agent's connect does not need it).
+    let w = world("relay-low-reads", nexus(), |c| {
+        let mut l = Limits::scaled(0.01);
+        l.principal = Limits::documented().principal;
+        l.global[0].refill_per_sec = 0.1;
+        c.rate_limits = Some(l);
+        c.relay.polls_running = 0;
+    });
+    let sub = w.imds.config().subscription_id.clone();
+    let url = format!(
+        "{}/subscriptions/{sub}/providers/Microsoft.Compute?api-version=2021-04-01",
+        w.arm.url()
+    );
+    for i in 0..32 {
+        let t = jwt::mint(&serde_json::json!({"oid": format!("other-vm-{i}"), "tid": "t"}));
+        let a = arm_client::request("GET", &url, w.arm.ca_pem(), &t, None).unwrap();
+        assert_eq!(a.status, 200, "draining read {i}: {}", a.body);
+    }
+    let r = w.run(
+        &["connect", "--private-relay"],
+        &[("ARC_ENROLL_ARM_LIMITS_SCALE", "0.01")],
+    );
+    r.expect_code(0)
+        .log_has("not confirming the HybridConnectivity endpoint");
+    assert!(
+        w.arm.requests_to("/endpoints/default").is_empty(),
+        "{:?}",
+        w.arm_summary()
+    );
+    assert_eq!(w.sb.agent_calls_of("connect").len(), 1);
+}

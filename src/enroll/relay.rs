@@ -8,6 +8,7 @@
 //! UNCONFIRMED, FACTS §10); the log says which.
 
 use crate::azure::machines::{Machines, OperationEnd, Refusal, ResourceId, ASSIGN_RELAY_ACTION};
+use crate::azure::pacing::{self, Op};
 use crate::config::{Settings, Sourced};
 use crate::error::Error;
 use crate::identity::token::{decode_claims, Claims};
@@ -136,6 +137,14 @@ impl Relay {
                     ),
                 });
             }
+        }
+        if let Some(b) = pacing::budget_low(Op::Read) {
+            // Under pressure only what is needed (issue 17): this read only confirms.
+            log::info!(
+                "ARM's read budget is low ({} left); not confirming the HybridConnectivity endpoint, connecting",
+                b.remaining
+            );
+            return Ok(Assigned::Done);
         }
         match arm.relay_endpoint(machine_id, deadline)? {
             Ok(true) => log::info!("the machine's HybridConnectivity endpoint 'default' exists"),
