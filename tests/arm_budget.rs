@@ -7,8 +7,6 @@
 mod common;
 
 use arc_enroll_fakes::arm::{self, ArmConfig, FakeArm};
-use arc_enroll_fakes::arm_client;
-use arc_enroll_fakes::jwt;
 use arc_enroll_fakes::ratelimit::Limits;
 use common::*;
 
@@ -41,20 +39,6 @@ impl World {
         ];
         env.extend_from_slice(extra);
         self.sb.run(&self.imds.url(), args, &env)
-    }
-
-    /// `n` reads of the subscription's providers by `n` other principals (other VMs of the fleet).
-    fn others_read(&self, n: usize) {
-        let sub = &self.imds.config().subscription_id;
-        let url = format!(
-            "{}/subscriptions/{sub}/providers/Microsoft.Compute?api-version=2021-04-01",
-            self.arm.url()
-        );
-        for i in 0..n {
-            let t = jwt::mint(&serde_json::json!({"oid": format!("other-vm-{i}"), "tid": "t"}));
-            let a = arm_client::request("GET", &url, self.arm.ca_pem(), &t, None).unwrap();
-            assert_eq!(a.status, 200, "draining read {i}: {}", a.body);
-        }
     }
 
     /// arc-enroll's own ARM requests (the fake agent is not pointed at the fake ARM here).
@@ -130,9 +114,12 @@ fn providers_are_read_when_roles_are_missing() {
 fn a_low_global_budget_leaves_out_the_advisory_name_read() {
     // 36 reads by other VMs leave 1.5 of 37.5 tokens: arc-enroll's permission read leaves under
     // a tenth of the bucket, so the name check (the agent's AZCM0044 answers it too) is skipped.
-    // Refilled at 0.2/s, so a slow start (a loaded machine) cannot refill it past the mark first.
-    let w = world("budget-low-name", |c| c.rate_limits = Some(scaled(0.2)));
-    w.others_read(36);
+    // The other VMs read right before arc-enroll's first request, whenever that comes.
+    let oid = ImdsConfig::default().system_object_id;
+    let w = world("budget-low-name", |c| {
+        c.rate_limits = Some(scaled(0.2));
+        c.others_read_before_first_of = Some((oid, 36));
+    });
     let r = w.run(
         &["connect", "--json"],
         &[("ARC_ENROLL_ARM_LIMITS_SCALE", "0.01")],
@@ -152,11 +139,12 @@ fn a_low_global_budget_slows_the_next_read_before_arm_throttles_it() {
     // Global reads: 37.5 tokens refilled at 2/s; 36 reads by other VMs leave 1.5. Roles are
     // missing at the first poll, so the three provider reads follow the permission read: an
     // unpaced one right after it would find under one token and get a 429.
+    let oid = ImdsConfig::default().system_object_id;
     let w = world("budget-low-pace", |c| {
         c.rate_limits = Some(scaled(2.0));
         c.permissions_missing_polls = 1;
+        c.others_read_before_first_of = Some((oid, 36));
     });
-    w.others_read(36);
     let r = w.run(
         &["connect", "--json"],
         &[("ARC_ENROLL_ARM_LIMITS_SCALE", "0.01")],
@@ -170,12 +158,11 @@ fn a_low_global_budget_slows_the_next_read_before_arm_throttles_it() {
         ours[1].path.ends_with("/providers/Microsoft.HybridCompute"),
         "{ours:?}"
     );
-    // Paced: half to all of (3.75 − remaining) / 3.75 s between the two reads. What remains
-    // depends on how long the binary took to reach its first read (the bucket refills at 2/s
-    // meanwhile): 0.5 + 2 × startup. Up to a 1.25 s startup (a loaded machine) that is still
-    // ≥ 100 ms; an unpaced second read follows the first within a few milliseconds.
+    // Paced: 0.5 to 1.5 × (3.75 − 0.5) / 3.75 s, at least 430 ms, between the two reads (the
+    // other VMs read right before arc-enroll's first, whenever that comes, so 0.5 is what the
+    // first read leaves); an unpaced second read follows the first within a few milliseconds.
     let gap = ours[1].at - ours[0].at;
-    assert!(gap >= std::time::Duration::from_millis(100), "{gap:?}");
+    assert!(gap >= std::time::Duration::from_millis(300), "{gap:?}");
     let v = json_result(&r);
     assert_eq!(v["arm_throttled"], 0, "{v}");
     assert_eq!(v["arm_requests"], ours.len(), "{v}");
@@ -183,11 +170,14 @@ fn a_low_global_budget_slows_the_next_read_before_arm_throttles_it() {
 
 #[test]
 fn an_empty_bucket_is_waited_out_per_retry_after_and_counted() {
-    // 37 reads by other VMs leave half a token, refilled at 0.1/s (so the binary's own start-up,
-    // a second or more on a loaded machine, does not refill it first): arc-enroll's first read is
-    // answered 429 Retry-After 5; after it, the budget is low, so no name read follows.
-    let w = world("budget-empty", |c| c.rate_limits = Some(scaled(0.1)));
-    w.others_read(37);
+    // 37 reads by other VMs right before arc-enroll's first leave half a token, refilled at
+    // 0.1/s: arc-enroll's first read is answered 429 Retry-After 5; after it, the budget is low,
+    // so no name read follows.
+    let oid = ImdsConfig::default().system_object_id;
+    let w = world("budget-empty", |c| {
+        c.rate_limits = Some(scaled(0.1));
+        c.others_read_before_first_of = Some((oid, 37));
+    });
     let r = w.run(
         &["connect", "--json"],
         &[("ARC_ENROLL_ARM_LIMITS_SCALE", "0.01")],
