@@ -15,6 +15,10 @@
 //! run, and enough that the fleet as a whole slows to what the bucket refills instead of spending
 //! requests on 429s. A 429 is still possible (VMs that have not yet heard the budget); its
 //! `Retry-After` is honoured as a floor by the retry loop (`retry::retry`), with jitter on top.
+//! Each 429 also doubles this process's stretch of the wait for that operation type (at most
+//! ×16), and each answer with the budget back above the mark halves it (`next_crowd`): the refill
+//! time is what one client alone would need, and a 429 is the sign that many are waiting on the
+//! same bucket (multiplicative increase and decrease, as TCP shares a link).
 //!
 //! `ARC_ENROLL_ARM_LIMITS_SCALE` (tests only, like `ARC_ENROLL_TIME_SCALE`): the bucket sizes and
 //! refill rates assumed here times that factor, for `make fleet` against a fake ARM whose buckets
@@ -112,13 +116,43 @@ pub const MAX_PACE: Duration = Duration::from_secs(30);
 /// Budget at or above the low-water mark: no wait. Below: the time the bucket needs to refill
 /// to the mark, times 0.5 + u, less the time already gone since the report.
 pub fn pace(remaining: u64, bucket: Bucket, since: Duration, u: f64) -> Duration {
+    pace_in_crowd(remaining, bucket, since, u, 1.0)
+}
+
+/// `pace` with the wait stretched by `crowd` (see `next_crowd`): the refill time to the mark is
+/// what one client alone needs; a crowd of clients that all read the same low number and come
+/// back together drains the bucket again at once, and each 429 says so.
+pub fn pace_in_crowd(
+    remaining: u64,
+    bucket: Bucket,
+    since: Duration,
+    u: f64,
+    crowd: f64,
+) -> Duration {
     let low = bucket.capacity * LOW_WATER;
     let r = remaining as f64;
     if r >= low || bucket.refill_per_sec <= 0.0 {
         return Duration::ZERO;
     }
-    let full = (low - r) / bucket.refill_per_sec * (0.5 + u.clamp(0.0, 1.0));
+    let full = (low - r) / bucket.refill_per_sec * (0.5 + u.clamp(0.0, 1.0)) * crowd.max(1.0);
     Duration::from_secs_f64(full.min(MAX_PACE.as_secs_f64())).saturating_sub(since)
+}
+
+/// The most a run of 429s stretches the pacing wait.
+pub const MAX_CROWD: f64 = 16.0;
+
+/// How crowded a bucket looks after an answer (multiplicative increase, multiplicative
+/// decrease, as TCP meets a shared link): a 429 doubles the stretch (at most `MAX_CROWD`); an
+/// answer with the budget at or above the low-water mark halves it (at least 1); an answer with
+/// a low budget leaves it.
+pub fn next_crowd(crowd: f64, status: u16, budget_low: bool) -> f64 {
+    if status == 429 {
+        (crowd * 2.0).min(MAX_CROWD)
+    } else if budget_low {
+        crowd
+    } else {
+        (crowd / 2.0).max(1.0)
+    }
 }
 
 /// What one answer said about the budget: the global figure when ARM sent one, else the
@@ -172,6 +206,8 @@ struct Meter {
     /// Per operation type (reads, writes, deletes): the last budget reported, and when
     /// (`Clock::elapsed`).
     last: [Option<(Budget, Duration)>; 3],
+    /// Per operation type: how much a run of 429s stretches the pacing wait (`next_crowd`).
+    crowd: [f64; 3],
     rng: u64,
 }
 
@@ -180,6 +216,7 @@ static METER: Mutex<Meter> = Mutex::new(Meter {
     throttled: 0,
     paced: Duration::ZERO,
     last: [None, None, None],
+    crowd: [1.0; 3],
     rng: 0,
 });
 
@@ -218,16 +255,18 @@ impl Meter {
 /// Before an ARM request of type `op`: when the last answer said the budget is low, wait as
 /// `pace` says (logged, never past the deadline). `what` names the request for the log.
 pub fn before_request(op: Op, what: &str, deadline: &Deadline) -> Result<(), Error> {
-    let (wait, budget) = {
+    let (wait, budget, crowd) = {
         let mut m = meter();
         let Some((budget, at)) = m.last[index(op)] else {
             return Ok(());
         };
         let since = deadline.clock.elapsed().saturating_sub(at);
         let u = m.unit();
+        let crowd = m.crowd[index(op)];
         (
-            pace(budget.remaining, assumed(op, budget.scope), since, u),
+            pace_in_crowd(budget.remaining, assumed(op, budget.scope), since, u, crowd),
             budget,
+            crowd,
         )
     };
     if wait.is_zero() {
@@ -236,7 +275,7 @@ pub fn before_request(op: Op, what: &str, deadline: &Deadline) -> Result<(), Err
     let left = deadline.remaining();
     let wait = wait.min(left);
     log::info!(
-        "ARM budget low: {} {} left in {} bucket; waiting {} before {what} so as not to be throttled (deadline in {})",
+        "ARM budget low: {} {} left in {} bucket; waiting {}{} before {what} so as not to be throttled (deadline in {})",
         budget.remaining,
         op.plural(),
         match budget.scope {
@@ -244,6 +283,11 @@ pub fn before_request(op: Op, what: &str, deadline: &Deadline) -> Result<(), Err
             Scope::Principal => "this identity's",
         },
         human(wait),
+        if crowd > 1.0 {
+            format!(" (×{crowd:.0}: others are reading the same bucket, ARM answered 429)")
+        } else {
+            String::new()
+        },
         human(left)
     );
     deadline.clock.sleep(wait)?;
@@ -272,7 +316,13 @@ pub fn after_request(
     if status == Some(429) {
         m.throttled += 1;
     }
-    if let Some(b) = budget_of(op, headers.iter().map(|(k, v)| (k.as_str(), v.as_str()))) {
+    let budget = budget_of(op, headers.iter().map(|(k, v)| (k.as_str(), v.as_str())));
+    if let Some(status) = status {
+        let low = budget
+            .is_some_and(|b| (b.remaining as f64) < assumed(op, b.scope).capacity * LOW_WATER);
+        m.crowd[index(op)] = next_crowd(m.crowd[index(op)], status, low);
+    }
+    if let Some(b) = budget {
         m.last[index(op)] = Some((b, deadline.clock.elapsed()));
     }
 }
@@ -339,6 +389,32 @@ mod tests {
             Duration::from_millis(700)
         );
         assert_eq!(pace(0, READS, Duration::from_secs(5), 0.5), Duration::ZERO);
+    }
+
+    #[test]
+    fn throttled_answers_stretch_the_wait_and_good_ones_shrink_it() {
+        let mut c = 1.0;
+        for want in [2.0, 4.0, 8.0, 16.0, 16.0] {
+            c = next_crowd(c, 429, true);
+            assert_eq!(c, want);
+        }
+        assert_eq!(next_crowd(c, 200, true), 16.0, "a low budget keeps it");
+        assert_eq!(next_crowd(c, 202, false), 8.0, "a good budget halves it");
+        assert_eq!(next_crowd(1.0, 200, false), 1.0);
+        assert_eq!(
+            pace_in_crowd(0, READS, Duration::ZERO, 0.5, 4.0),
+            Duration::from_secs(4)
+        );
+        assert_eq!(
+            pace_in_crowd(0, READS, Duration::ZERO, 0.5, 0.2),
+            Duration::from_secs(1),
+            "never shorter than alone"
+        );
+        assert_eq!(
+            pace_in_crowd(400, READS, Duration::ZERO, 0.5, 16.0),
+            Duration::ZERO
+        );
+        assert_eq!(pace_in_crowd(0, READS, Duration::ZERO, 0.5, 1e9), MAX_PACE);
     }
 
     #[test]
