@@ -491,17 +491,16 @@ impl<'a> Machines<'a> {
                 let timeout = deadline
                     .clock
                     .io_timeout(deadline.bounded(ARM_REQUEST_TIMEOUT));
-                let answer = pacing::metered(
+                let answer = match pacing::metered(
                     Op::of_method(method),
                     &format!("ARM {what}"),
                     deadline,
                     || self.http.request(method, url, &headers, body, timeout),
-                );
-                let last = match answer {
-                    Err(e) => return Attempt::Fail(e),
+                ) {
                     Ok(answer) => answer,
+                    Err(e) => return Attempt::Fail(e),
                 };
-                let last = match last {
+                let last = match answer {
                     // Throttled: wait as ARM asks and try again, for as long as the deadline
                     // allows. A fleet can meet 429s on many requests in a row; giving up after a
                     // few would report a throttled poll as a failed operation.

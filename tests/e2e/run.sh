@@ -449,15 +449,17 @@ while pos < size:
     end = os.lseek(fd, pos, os.SEEK_HOLE)
     while pos < end:
         # Each window overlaps the next by 512 bytes (longer than any pattern); a match is
-        # counted in the window it starts in.
-        buf = os.pread(fd, min(chunk + 512, end - pos), pos)
+        # counted in the window it starts in. The last step of an extent ends at the extent's
+        # end, so the next SEEK_DATA starts there and skips nothing.
+        step = min(chunk, end - pos)
+        buf = os.pread(fd, min(step + 512, end - pos), pos)
         for k, pats in (("private", private), ("public", public)):
             for p in pats:
                 i = buf.find(p)
-                while 0 <= i < chunk:
+                while 0 <= i < step:
                     counts[k] += 1
                     i = buf.find(p, i + 1)
-        pos += chunk
+        pos += step
 print(f"private={counts['private']} public={counts['public']}")
 EOF
 }
