@@ -561,6 +561,32 @@ fn key_on_command_line_puts_the_key_on_argv_only() {
     assert_eq!(w.machines()[0].properties.status, "Connected");
 }
 
+/// ARM's buckets ×0.01 globally (reads 37.5, writes 30), each principal's as documented, and the
+/// global bucket of `op` (0 reads, 1 writes) refilled at `refill`/s. arc-enroll is told the scale.
+fn scaled_global(op: usize, refill: f64) -> Limits {
+    let mut l = Limits::scaled(0.01);
+    l.principal = Limits::documented().principal;
+    l.global[op].refill_per_sec = refill;
+    l
+}
+
+impl World {
+    /// `n` requests (`GET`: reads, `POST`: writes) by `n` other principals (other VMs of the fleet).
+    fn others(&self, method: &str, n: usize) {
+        let sub = &self.imds.config().subscription_id;
+        let url = format!(
+            "{}/subscriptions/{sub}/providers/Microsoft.Compute?api-version=2021-04-01",
+            self.arm.url()
+        );
+        let body = (method != "GET").then_some("{}");
+        for i in 0..n {
+            let t = jwt::mint(&serde_json::json!({"oid": format!("other-vm-{i}"), "tid": "t"}));
+            let a = arm_client::request(method, &url, self.arm.ca_pem(), &t, body).unwrap();
+            assert_ne!(a.status, 429, "other VM's {method} {i}: {}", a.body);
+        }
+    }
+}
+
 #[test]
 fn relay_requests_are_counted_and_a_low_write_budget_paces_the_assignment() {
     // Global writes: 30 tokens (ARM's ×0.01) refilled at 2/s; 29 writes by other VMs leave one,
@@ -568,22 +594,10 @@ fn relay_requests_are_counted_and_a_low_write_budget_paces_the_assignment() {
     // 429; paced, it waits (3 − 0) / 2 s × [0.5, 1.5) first. Real time here (scale 1): the fake's
     // buckets refill in real time.
     let w = world("relay-budget", nexus(), |c| {
-        let mut l = Limits::scaled(0.01);
-        l.principal = Limits::documented().principal;
-        l.global[1].refill_per_sec = 2.0;
-        c.rate_limits = Some(l);
+        c.rate_limits = Some(scaled_global(1, 2.0));
         c.relay.polls_running = 1;
     });
-    let sub = w.imds.config().subscription_id.clone();
-    let url = format!(
-        "{}/subscriptions/{sub}/providers/Microsoft.Compute/register?api-version=2021-04-01",
-        w.arm.url()
-    );
-    for i in 0..29 {
-        let t = jwt::mint(&serde_json::json!({"oid": format!("other-vm-{i}"), "tid": "t"}));
-        let a = arm_client::request("POST", &url, w.arm.ca_pem(), &t, Some("{}")).unwrap();
-        assert_ne!(a.status, 429, "draining write {i}: {}", a.body);
-    }
+    w.others("POST", 29);
     let r = w.run(
         &["connect", "--private-relay", "--json"],
         &[
@@ -695,22 +709,10 @@ fn a_low_read_budget_leaves_out_the_endpoint_confirmation() {
     // Permissions, the machine read and the one poll leave 2.5, under a tenth of the bucket: the
     // optional HybridConnectivity read is skipped (the agent's connect does not need it).
     let w = world("relay-low-reads", nexus(), |c| {
-        let mut l = Limits::scaled(0.01);
-        l.principal = Limits::documented().principal;
-        l.global[0].refill_per_sec = 0.1;
-        c.rate_limits = Some(l);
+        c.rate_limits = Some(scaled_global(0, 0.1));
         c.relay.polls_running = 0;
     });
-    let sub = w.imds.config().subscription_id.clone();
-    let url = format!(
-        "{}/subscriptions/{sub}/providers/Microsoft.Compute?api-version=2021-04-01",
-        w.arm.url()
-    );
-    for i in 0..32 {
-        let t = jwt::mint(&serde_json::json!({"oid": format!("other-vm-{i}"), "tid": "t"}));
-        let a = arm_client::request("GET", &url, w.arm.ca_pem(), &t, None).unwrap();
-        assert_eq!(a.status, 200, "draining read {i}: {}", a.body);
-    }
+    w.others("GET", 32);
     let r = w.run(
         &["connect", "--private-relay"],
         &[("ARC_ENROLL_ARM_LIMITS_SCALE", "0.01")],
