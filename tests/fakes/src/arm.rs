@@ -11,7 +11,8 @@
 //! `x-ms-ratelimit-remaining-subscription-*` headers on every answer.
 
 use crate::arm_hybrid::{self, Assignment, Caller, HybridState, RelayConfig};
-use crate::http::{serve, Handler, Reply, Request};
+use crate::http::{Handler, Reply, Request};
+use crate::https::TlsServer;
 use crate::jwt;
 use crate::ratelimit::{self, Limits, RateLimiter};
 use crate::store::Store;
@@ -21,9 +22,9 @@ use rcgen::{
 };
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
 use serde_json::{json, Value};
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::net::{SocketAddr, TcpListener};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -154,10 +155,9 @@ struct State {
 }
 
 pub struct FakeArm {
-    addr: SocketAddr,
+    server: TlsServer,
     ca_pem: PathBuf,
     state: Arc<Mutex<State>>,
-    stop: Arc<AtomicBool>,
     _tmp: Option<PathBuf>,
 }
 
@@ -225,7 +225,6 @@ impl FakeArm {
             .map_err(std::io::Error::other)?;
         let server_cfg = Arc::new(server_cfg);
         let listener = TcpListener::bind(&cfg.listen)?;
-        let addr = listener.local_addr()?;
         let state = Arc::new(Mutex::new(State {
             cfg,
             permission_reads: 0,
@@ -234,50 +233,27 @@ impl FakeArm {
             limiter: None,
             hybrid: HybridState::default(),
         }));
-        let stop = Arc::new(AtomicBool::new(false));
         let started = Instant::now();
         let handler: Handler = {
             let state = state.clone();
             Arc::new(move |req: &Request| handle(&state, req, started))
         };
-        let stop2 = stop.clone();
-        std::thread::spawn(move || {
-            for conn in listener.incoming() {
-                if stop2.load(Ordering::SeqCst) {
-                    break;
-                }
-                let Ok(tcp) = conn else { continue };
-                let h = handler.clone();
-                let cfg = server_cfg.clone();
-                std::thread::spawn(move || {
-                    let peer = tcp.peer_addr().ok();
-                    let _ = tcp.set_read_timeout(Some(Duration::from_secs(30)));
-                    let Ok(conn) = rustls::ServerConnection::new(cfg) else {
-                        return;
-                    };
-                    let mut tls = rustls::StreamOwned::new(conn, tcp);
-                    let _ = serve(&mut tls, peer, &h);
-                    tls.conn.send_close_notify();
-                    let _ = tls.conn.complete_io(&mut tls.sock);
-                });
-            }
-        });
+        let server = TlsServer::start(listener, server_cfg, handler)?;
         Ok(FakeArm {
-            addr,
+            server,
             ca_pem,
             state,
-            stop,
             _tmp: tmp,
         })
     }
 
     /// `https://127.0.0.1:PORT`
     pub fn url(&self) -> String {
-        format!("https://127.0.0.1:{}", self.addr.port())
+        self.server.url()
     }
 
     pub fn addr(&self) -> SocketAddr {
-        self.addr
+        self.server.addr()
     }
 
     /// The test CA's certificate (PEM), for `SSL_CERT_FILE`.
@@ -309,8 +285,6 @@ impl FakeArm {
 
 impl Drop for FakeArm {
     fn drop(&mut self) {
-        self.stop.store(true, Ordering::SeqCst);
-        let _ = TcpStream::connect_timeout(&self.addr, Duration::from_millis(200));
         if let Some(t) = &self._tmp {
             let _ = std::fs::remove_dir_all(t);
         }

@@ -105,20 +105,22 @@ impl Drop for TestCa {
     }
 }
 
-/// A threaded HTTPS/1.1 server (one request per connection, like `http::Server`).
-pub struct HttpsServer {
+/// The accept loop every HTTPS fake runs (`HttpsServer`, the fake ARM): one thread per
+/// connection, one request each (like `http::Server`), until dropped.
+pub struct TlsServer {
     addr: SocketAddr,
     stop: Arc<AtomicBool>,
-    _ca: Arc<TestCa>,
 }
 
-impl HttpsServer {
-    pub fn start(listen: &str, ca: Arc<TestCa>, handler: Handler) -> std::io::Result<HttpsServer> {
-        let listener = TcpListener::bind(listen)?;
+impl TlsServer {
+    pub fn start(
+        listener: TcpListener,
+        cfg: Arc<rustls::ServerConfig>,
+        handler: Handler,
+    ) -> std::io::Result<TlsServer> {
         let addr = listener.local_addr()?;
         let stop = Arc::new(AtomicBool::new(false));
         let stop2 = stop.clone();
-        let cfg = ca.server.clone();
         std::thread::spawn(move || {
             for conn in listener.incoming() {
                 if stop2.load(Ordering::SeqCst) {
@@ -141,11 +143,7 @@ impl HttpsServer {
                 });
             }
         });
-        Ok(HttpsServer {
-            addr,
-            stop,
-            _ca: ca,
-        })
+        Ok(TlsServer { addr, stop })
     }
 
     pub fn addr(&self) -> SocketAddr {
@@ -158,10 +156,32 @@ impl HttpsServer {
     }
 }
 
-impl Drop for HttpsServer {
+impl Drop for TlsServer {
     fn drop(&mut self) {
         self.stop.store(true, Ordering::SeqCst);
         let _ = TcpStream::connect_timeout(&self.addr, Duration::from_millis(200));
+    }
+}
+
+/// An HTTPS/1.1 fake with a certificate from `ca`.
+pub struct HttpsServer {
+    server: TlsServer,
+    _ca: Arc<TestCa>,
+}
+
+impl HttpsServer {
+    pub fn start(listen: &str, ca: Arc<TestCa>, handler: Handler) -> std::io::Result<HttpsServer> {
+        let server = TlsServer::start(TcpListener::bind(listen)?, ca.server.clone(), handler)?;
+        Ok(HttpsServer { server, _ca: ca })
+    }
+
+    pub fn addr(&self) -> SocketAddr {
+        self.server.addr()
+    }
+
+    /// `https://127.0.0.1:PORT`
+    pub fn url(&self) -> String {
+        self.server.url()
     }
 }
 
