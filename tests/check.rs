@@ -17,13 +17,7 @@ struct World {
 fn world(name: &str, tweak: impl FnOnce(&mut ArmConfig)) -> World {
     let sb = Sandbox::new(name);
     let imds = FakeImds::start(ImdsConfig::default());
-    let mut cfg = ArmConfig {
-        azure_dir: Some(sb.azure_dir.clone()),
-        ca_dir: Some(sb.root.join("arm")),
-        ..Default::default()
-    };
-    tweak(&mut cfg);
-    let arm = FakeArm::start(cfg);
+    let arm = sb.fake_arm(tweak);
     let proxy = Tinyproxy::start(None);
     World {
         sb,

@@ -543,19 +543,14 @@ fn cloud_azure_local_and_use_aws_ec2_hostname_reach_the_agent() {
 
 // ---------------------------------------------------------------- item 6: TLS advice
 
-use arc_enroll_fakes::arm::{ArmConfig, FakeArm, UNTRUSTED_CA_NAME};
+use arc_enroll_fakes::arm::UNTRUSTED_CA_NAME;
 
 /// `check` against a fake ARM whose certificate comes from a CA that is not trusted, with the trust
 /// store named by `env`: the ARM endpoint's finding.
 fn check_tls_finding(name: &str, env: &[(&str, String)]) -> String {
     let sb = Sandbox::new(name);
     let imds = FakeImds::start(ImdsConfig::default());
-    let arm = FakeArm::start(ArmConfig {
-        azure_dir: Some(sb.azure_dir.clone()),
-        ca_dir: Some(sb.root.join("arm")),
-        untrusted: true,
-        ..Default::default()
-    });
+    let arm = sb.fake_arm(|c| c.untrusted = true);
     let mut all: Vec<(&str, String)> = vec![
         ("ARC_ENROLL_ARM_ENDPOINT", arm.url()),
         ("ARC_ENROLL_CHECK_ENDPOINTS", format!("{}/", arm.url())),
@@ -645,12 +640,7 @@ fn installer_azcm_codes_get_a_clear_message() {
     ] {
         let sb = Sandbox::new("installer-code");
         let imds = FakeImds::start(ImdsConfig::default());
-        let arm = FakeArm::start(ArmConfig {
-            azure_dir: Some(sb.azure_dir.clone()),
-            ca_dir: Some(sb.root.join("arm")),
-            installer: Some(FAILING_INSTALLER.into()),
-            ..Default::default()
-        });
+        let arm = sb.fake_arm(|c| c.installer = Some(FAILING_INSTALLER.into()));
         let target = sb
             .root
             .join("opt/azcmagent/bin/azcmagent")

@@ -25,14 +25,10 @@ struct World {
 fn world(name: &str, imds: ImdsConfig, tweak: impl FnOnce(&mut ArmConfig)) -> World {
     let sb = Sandbox::new(name);
     let imds = FakeImds::start(imds);
-    let mut cfg = ArmConfig {
-        azure_dir: Some(sb.azure_dir.clone()),
-        ca_dir: Some(sb.root.join("arm")),
-        ..Default::default()
-    };
-    cfg.relay.retry_after_secs = Some(1);
-    tweak(&mut cfg);
-    let arm = FakeArm::start(cfg);
+    let arm = sb.fake_arm(|cfg| {
+        cfg.relay.retry_after_secs = Some(1);
+        tweak(cfg);
+    });
     let proxy = Tinyproxy::start(None);
     // The one designed door for the one-time key: the agent's 0600 `--config` file.
     sb.allow(PRIVATE_KEY, "agent-config:connect");

@@ -31,13 +31,7 @@ fn assert_no_fragment(text: &str, secret: &str, what: &str) {
 
 /// The fake ARM over TLS sharing the sandbox's fake-Azure dir; the env that trusts and uses it.
 fn arm_for(sb: &Sandbox, tweak: impl FnOnce(&mut ArmConfig)) -> (FakeArm, Vec<(String, String)>) {
-    let mut cfg = ArmConfig {
-        azure_dir: Some(sb.azure_dir.clone()),
-        ca_dir: Some(sb.root.join("arm")),
-        ..Default::default()
-    };
-    tweak(&mut cfg);
-    let arm = FakeArm::start(cfg);
+    let arm = sb.fake_arm(tweak);
     let env = vec![
         ("ARC_ENROLL_ARM_ENDPOINT".to_string(), arm.url()),
         (

@@ -122,6 +122,21 @@ pub struct Sandbox {
 }
 
 impl Sandbox {
+    /// A fake ARM over TLS that shares this sandbox's fake-Azure dir (its CA in `<root>/arm`),
+    /// configured by `tweak`.
+    pub fn fake_arm(
+        &self,
+        tweak: impl FnOnce(&mut arc_enroll_fakes::arm::ArmConfig),
+    ) -> arc_enroll_fakes::arm::FakeArm {
+        let mut cfg = arc_enroll_fakes::arm::ArmConfig {
+            azure_dir: Some(self.azure_dir.clone()),
+            ca_dir: Some(self.root.join("arm")),
+            ..Default::default()
+        };
+        tweak(&mut cfg);
+        arc_enroll_fakes::arm::FakeArm::start(cfg)
+    }
+
     pub fn new(name: &str) -> Sandbox {
         let root = std::env::temp_dir().join(format!(
             "arc-enroll-test-{name}-{}-{}",
